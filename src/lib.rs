@@ -1,0 +1,26 @@
+//! routewatch probes HTTP API endpoints through every configured network route on schedules,
+//! sorts each result into a closed set of classes, and serves the results as Prometheus
+//! metrics and a status JSON document.
+//!
+//! Layout, one module per concept:
+//! - [`config`]: monitors.yaml parsed strictly into real types.
+//! - [`route`]: one HTTP client per network route (direct, proxy, bound source address).
+//! - [`probe`]: one request through one route, returning plain facts.
+//! - [`classify`]: a pure function from those facts to a verdict (class, reason, evidence).
+//! - [`schedule`]: when each (monitor, route) pair runs, with a global concurrency limit.
+//! - [`metrics`]: every `routewatch_*` series.
+//! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
+//! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
+//! - [`redact`]: removal of secrets from any text that leaves the process.
+//! - [`cli`]: command-line arguments and the one-shot commands.
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod probe;
+pub mod redact;
+pub mod route;
+pub mod schedule;
+pub mod server;
+pub mod status;
