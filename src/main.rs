@@ -1,1 +1,82 @@
-fn main() {}
+//! The routewatch binary: parses the command line, sets up logging, and hands over to the
+//! command's module.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use routewatch::cli::{self, Cli, Command, LogFormat};
+use routewatch::config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("routewatch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut stdout = std::io::stdout().lock();
+    let success = match &cli.command {
+        None => {
+            runtime.block_on(cli::run::run(&cli.run))?;
+            true
+        }
+        Some(Command::Check) => cli::check::run(&cli.run.config_path(), &mut stdout)?,
+        Some(Command::Probe(args)) => {
+            let path = cli.run.config_path();
+            let config = match config::load(&path) {
+                Ok(config) => config,
+                Err(errors) => {
+                    writeln!(stdout, "{errors}")?;
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            runtime.block_on(cli::probe::run(&config, args, &mut stdout))?
+        }
+        Some(Command::Classify(args)) => classify(&cli, args, &mut stdout)?,
+    };
+    stdout.flush()?;
+    Ok(if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn classify(cli: &Cli, args: &cli::ClassifyArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let rules = match &cli.run.config {
+        Some(path) => {
+            config::load(path)
+                .map_err(|errors| anyhow::anyhow!("{errors}"))?
+                .rules
+        }
+        None => Vec::new(),
+    };
+    let _ = (args, &rules, out);
+    anyhow::bail!("classify is not wired yet")
+}
+
+/// Sends `tracing` output to stderr, filtered by RUST_LOG (default: info).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,1 +1,256 @@
-//! Placeholder.
+//! Probe: one request through one route, returning plain facts.
+//!
+//! The probe sends the monitor's request with the monitor's timeout, reads at most the body cap,
+//! and records what happened: status, headers, body prefix and timings, or the transport
+//! failure sorted into a [`TransportKind`] by walking the error's source chain. It draws no
+//! conclusions; the classifier does.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::classify::{HttpResponse, Observation, TransportError, TransportKind};
+use crate::config::Monitor;
+use crate::redact::Redactor;
+use crate::route::RouteClient;
+
+/// What one probe saw, with timings.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// The response or the transport failure.
+    pub observation: Observation,
+    /// When the probe started (wall clock, for display).
+    pub started_at: SystemTime,
+    /// Time from start until the status line and headers arrived.
+    pub time_to_headers: Option<Duration>,
+    /// Time from start until the body was read (up to the cap) or the probe failed.
+    pub total: Duration,
+    /// The peer the connection went to: the endpoint, or the proxy on a proxied route.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Sends the monitor's request through the route and reads the answer.
+///
+/// Never fails: every failure becomes an [`Observation::Transport`]. Error details pass through
+/// `redactor` before they are stored.
+pub async fn run(route: &RouteClient, monitor: &Monitor, redactor: &Redactor) -> ProbeReport {
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let mut report = ProbeReport {
+        observation: Observation::Transport(TransportError {
+            kind: TransportKind::Timeout,
+            detail: format!("no complete answer within {}", humanize(monitor.timeout)),
+        }),
+        started_at,
+        time_to_headers: None,
+        total: Duration::ZERO,
+        remote_addr: None,
+    };
+
+    // The outer timeout covers connect, headers and the capped body read together.
+    let exchange = exchange(route, monitor, redactor, start, &mut report);
+    if tokio::time::timeout(monitor.timeout, exchange)
+        .await
+        .is_err()
+    {
+        tracing::debug!(monitor = %monitor.name, route = %route.name, "probe timed out");
+    }
+    report.total = start.elapsed();
+    report
+}
+
+async fn exchange(
+    route: &RouteClient,
+    monitor: &Monitor,
+    redactor: &Redactor,
+    start: Instant,
+    report: &mut ProbeReport,
+) {
+    let response = match build_request(route, monitor).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            report.observation = Observation::Transport(describe_error(&error, route, redactor));
+            return;
+        }
+    };
+    report.time_to_headers = Some(start.elapsed());
+    report.remote_addr = response.remote_addr();
+
+    let status = response.status().as_u16();
+    let headers = collect_headers(response.headers());
+    let mut http = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+        body_truncated: false,
+    };
+
+    // Headers are already useful on their own: if the body stalls, the timeout keeps them.
+    report.observation = Observation::Response(http.clone());
+    match read_capped_body(response, monitor.max_body_bytes, &mut http).await {
+        Ok(()) => report.observation = Observation::Response(http),
+        Err(error) => {
+            tracing::debug!(
+                monitor = %monitor.name,
+                route = %route.name,
+                error = %redactor.redact(&error_chain(&error)),
+                "body read failed",
+            );
+            report.observation = Observation::Transport(TransportError {
+                kind: TransportKind::Connect,
+                detail: format!(
+                    "HTTP {status}; body read failed after {} bytes: {}",
+                    http.body.len(),
+                    redactor.redact(&error_chain(&error))
+                ),
+            });
+        }
+    }
+}
+
+fn build_request(route: &RouteClient, monitor: &Monitor) -> reqwest::RequestBuilder {
+    let method =
+        reqwest::Method::from_bytes(monitor.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut request = route.client.request(method, monitor.url.clone());
+    for (name, value) in &monitor.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if let Some(body) = &monitor.body {
+        request = request.body(body.clone());
+    }
+    request
+}
+
+fn collect_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Reads body chunks until the cap; the rest of the body is never buffered.
+async fn read_capped_body(
+    mut response: reqwest::Response,
+    cap: usize,
+    http: &mut HttpResponse,
+) -> Result<(), reqwest::Error> {
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - http.body.len();
+        if chunk.len() >= room {
+            http.body.extend_from_slice(&chunk[..room]);
+            http.body_truncated =
+                chunk.len() > room || response.chunk().await.ok().flatten().is_some();
+            return Ok(());
+        }
+        http.body.extend_from_slice(&chunk);
+    }
+    Ok(())
+}
+
+/// Sorts a request error into a transport kind by walking its source chain.
+///
+/// reqwest reports several distinct failures as "connect" errors: a TLS handshake failure, a
+/// SOCKS refusal and an unreachable proxy all arrive that way, so the chain's inner errors decide.
+fn describe_error(
+    error: &reqwest::Error,
+    route: &RouteClient,
+    redactor: &Redactor,
+) -> TransportError {
+    let chain = error_chain(error);
+    let kind = transport_kind(error, &chain, route.proxied);
+    TransportError {
+        kind,
+        detail: redactor.redact(&chain),
+    }
+}
+
+fn transport_kind(error: &reqwest::Error, chain: &str, proxied: bool) -> TransportKind {
+    let lower = chain.to_ascii_lowercase();
+    if error.is_timeout() || has_io_kind(error, std::io::ErrorKind::TimedOut) {
+        return TransportKind::Timeout;
+    }
+    if has_rustls_error(error) || is_tls_text(&lower) {
+        return TransportKind::Tls;
+    }
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        return TransportKind::Dns;
+    }
+    // On a proxied route the TCP connection goes to the proxy, so anything that fails before a
+    // response (refused, reset, CONNECT or SOCKS refusal) is the proxy's failure.
+    if proxied
+        && (error.is_connect()
+            || lower.contains("tunnel")
+            || lower.contains("socks")
+            || lower.contains("proxy"))
+    {
+        return TransportKind::Proxy;
+    }
+    TransportKind::Connect
+}
+
+fn is_tls_text(lower: &str) -> bool {
+    [
+        "invalid peer certificate",
+        "tls handshake",
+        "received fatal alert",
+        "certificate",
+        "corrupt message",
+        "peer is incompatible",
+    ]
+    .iter()
+    .any(|marker| lower.contains(marker))
+}
+
+fn has_rustls_error(error: &reqwest::Error) -> bool {
+    sources(error).any(|source| {
+        source.is::<rustls::Error>()
+            || source
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+    })
+}
+
+fn has_io_kind(error: &reqwest::Error, kind: std::io::ErrorKind) -> bool {
+    sources(error).any(|source| {
+        source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
+    })
+}
+
+fn sources<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |current: &&'a (dyn StdError + 'static)| {
+        let current: &'a (dyn StdError + 'static) = *current;
+        current.source()
+    })
+}
+
+/// Joins an error and its sources with ": ", skipping a source whose text repeats its parent.
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for source in sources(error) {
+        let text = source.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

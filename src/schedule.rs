@@ -1,1 +1,623 @@
-//! Placeholder.
+//! Schedule: when each (monitor, route) pair runs, and the path from tick to recorded verdict.
+//!
+//! tokio-cron-scheduler fires one job per monitor; at each tick every pair of that monitor
+//! runs. A pair never runs twice at once: a tick that finds it still running is skipped and
+//! counted. A global semaphore bounds the probes in flight. At start-up, and for pairs that a
+//! reload adds, the first probes are spread over the first period instead of firing at once.
+//!
+//! Each probe runs in its own task, so a panic inside it is caught, logged and counted while
+//! the pair keeps its schedule.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use chrono::Utc;
+use thiserror::Error;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::classify::{self, Class, Observation, Rule, Verdict};
+use crate::config::{Config, Monitor, Schedule};
+use crate::metrics::Metrics;
+use crate::probe::{self, ProbeReport};
+use crate::redact::Redactor;
+use crate::route::{self, RouteClient, RouteError};
+use crate::status::{PairInfo, PairKey, Record, StatusStore};
+
+/// Characters of the body kept in status and logs.
+pub const SNIPPET_CHARS: usize = 200;
+
+/// Failure to start or reconfigure the scheduler.
+#[derive(Debug, Error)]
+pub enum ScheduleError {
+    /// A route's client could not be built.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The cron scheduler refused a job.
+    #[error("monitor {monitor}: cannot schedule {schedule}: {source}")]
+    Job {
+        monitor: String,
+        schedule: String,
+        source: JobSchedulerError,
+    },
+    /// The cron scheduler could not start.
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(JobSchedulerError),
+}
+
+/// One (monitor, route) pair with its client and its running flag.
+#[derive(Debug)]
+pub struct Pair {
+    /// (monitor, route).
+    pub key: PairKey,
+    /// The monitor definition.
+    pub monitor: Arc<Monitor>,
+    /// The route's client.
+    pub route: RouteClient,
+    running: AtomicBool,
+}
+
+/// What the tick handlers read; replaced whole on reload.
+struct Plan {
+    monitors: HashMap<String, Vec<Arc<Pair>>>,
+    redactor: Arc<Redactor>,
+    rules: Arc<Vec<Rule>>,
+    semaphore: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+impl Plan {
+    fn empty() -> Plan {
+        Plan {
+            monitors: HashMap::new(),
+            redactor: Arc::new(Redactor::default()),
+            rules: Arc::new(Vec::new()),
+            semaphore: Arc::new(Semaphore::new(1)),
+            concurrency: 0,
+        }
+    }
+}
+
+/// Counts of what a reload changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Pairs after the reload.
+    pub pairs: usize,
+    /// Pairs that did not exist before.
+    pub added: usize,
+    /// Pairs that no longer exist.
+    pub removed: usize,
+}
+
+/// The running scheduler with everything a tick needs.
+pub struct Engine {
+    metrics: Metrics,
+    status: Arc<StatusStore>,
+    plan: RwLock<Arc<Plan>>,
+    scheduler: JobScheduler,
+    jobs: Mutex<HashMap<String, (Uuid, Schedule)>>,
+    shutdown: CancellationToken,
+    running: AtomicBool,
+    weak_self: Weak<Engine>,
+}
+
+impl Engine {
+    /// Builds every route client, registers every pair, schedules every monitor and starts.
+    pub async fn start(
+        config: &Config,
+        metrics: Metrics,
+        status: Arc<StatusStore>,
+    ) -> Result<Arc<Engine>, ScheduleError> {
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(ScheduleError::Scheduler)?;
+        let engine = Arc::new_cyclic(|weak_self| Engine {
+            metrics,
+            status,
+            plan: RwLock::new(Arc::new(Plan::empty())),
+            scheduler,
+            jobs: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            running: AtomicBool::new(false),
+            weak_self: weak_self.clone(),
+        });
+        engine.apply(config).await?;
+        engine
+            .scheduler
+            .start()
+            .await
+            .map_err(ScheduleError::Scheduler)?;
+        engine.running.store(true, Ordering::SeqCst);
+        Ok(engine)
+    }
+
+    /// Applies a (new) configuration: unchanged pairs keep their history, running flag and
+    /// schedule phase; removed pairs leave metrics and status; added pairs start spread over
+    /// their first period.
+    pub async fn apply(&self, config: &Config) -> Result<ReloadSummary, ScheduleError> {
+        let old_plan = self.current_plan();
+        let new_plan = build_plan(config, &old_plan)?;
+
+        let summary = self.swap_pairs(&old_plan, &new_plan, config);
+        *self
+            .plan
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(new_plan);
+        self.sync_jobs(config).await?;
+        self.spread_first_probes(config, &old_plan);
+        Ok(summary)
+    }
+
+    /// Registers added pairs and removes dropped ones from metrics and status.
+    fn swap_pairs(&self, old_plan: &Plan, new_plan: &Plan, config: &Config) -> ReloadSummary {
+        let old_keys: HashMap<PairKey, ()> = plan_keys(old_plan);
+        let new_keys: HashMap<PairKey, ()> = plan_keys(new_plan);
+
+        for pair in new_plan.monitors.values().flatten() {
+            let interval = schedule_period(&pair.monitor.schedule);
+            self.metrics
+                .register_pair(&pair.key.0, &pair.key.1, interval);
+            self.status.register_pair(
+                pair.key.clone(),
+                pair_info(pair, &new_plan.redactor, config),
+            );
+        }
+        let removed = self.status.retain_pairs(&new_keys);
+        for (monitor, route) in &removed {
+            self.metrics.remove_pair(monitor, route);
+        }
+
+        ReloadSummary {
+            pairs: new_keys.len(),
+            added: new_keys
+                .keys()
+                .filter(|key| !old_keys.contains_key(*key))
+                .count(),
+            removed: removed.len(),
+        }
+    }
+
+    /// Adds, replaces or removes cron jobs so that each monitor has one job with its schedule.
+    async fn sync_jobs(&self, config: &Config) -> Result<(), ScheduleError> {
+        let mut jobs = self.jobs.lock().await;
+        let wanted: HashMap<&str, &Schedule> = config
+            .monitors
+            .iter()
+            .map(|monitor| (monitor.name.as_str(), &monitor.schedule))
+            .collect();
+
+        let stale: Vec<String> = jobs
+            .iter()
+            .filter(|(name, (_, schedule))| wanted.get(name.as_str()) != Some(&schedule))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some((id, _)) = jobs.remove(&name) {
+                // A job that already ended cannot be removed twice; nothing is lost then.
+                let _ = self.scheduler.remove(&id).await;
+            }
+        }
+
+        for (name, schedule) in wanted {
+            if jobs.contains_key(name) {
+                continue;
+            }
+            let job = self.make_job(name, schedule)?;
+            let id = self
+                .scheduler
+                .add(job)
+                .await
+                .map_err(|source| ScheduleError::Job {
+                    monitor: name.to_owned(),
+                    schedule: describe_schedule(schedule),
+                    source,
+                })?;
+            jobs.insert(name.to_owned(), (id, schedule.clone()));
+        }
+        Ok(())
+    }
+
+    fn make_job(&self, monitor: &str, schedule: &Schedule) -> Result<Job, ScheduleError> {
+        let weak = self.weak_self.clone();
+        let name = monitor.to_owned();
+        let run = move |_id: Uuid, _scheduler: JobScheduler| {
+            let weak = weak.clone();
+            let name = name.clone();
+            Box::pin(async move {
+                if let Some(engine) = weak.upgrade() {
+                    engine.tick(&name, Instant::now());
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        };
+        let job = match schedule {
+            Schedule::Every(period) => Job::new_repeated_async(*period, run),
+            Schedule::Cron(expression) => Job::new_async(expression.as_str(), run),
+        };
+        job.map_err(|source| ScheduleError::Job {
+            monitor: monitor.to_owned(),
+            schedule: describe_schedule(schedule),
+            source,
+        })
+    }
+
+    /// Starts the first probe of each new pair at an even offset within its first period.
+    fn spread_first_probes(&self, config: &Config, old_plan: &Plan) {
+        let plan = self.current_plan();
+        let new_pairs: Vec<Arc<Pair>> = config
+            .monitors
+            .iter()
+            .filter_map(|monitor| plan.monitors.get(&monitor.name))
+            .flatten()
+            .filter(|pair| !plan_contains(old_plan, &pair.key))
+            .cloned()
+            .collect();
+
+        let count = new_pairs.len() as u32;
+        for (index, pair) in new_pairs.into_iter().enumerate() {
+            let period = schedule_period(&pair.monitor.schedule);
+            let delay = period.mul_f64(f64::from(index as u32) / f64::from(count.max(1)));
+            let weak = self.weak_self.clone();
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {
+                        if let Some(engine) = weak.upgrade() {
+                            engine.start_pair(&pair, Instant::now());
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Runs every pair of a monitor, skipping those still running.
+    fn tick(&self, monitor: &str, at: Instant) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let plan = self.current_plan();
+        let Some(pairs) = plan.monitors.get(monitor) else {
+            return;
+        };
+        for pair in pairs {
+            self.start_pair(pair, at);
+        }
+    }
+
+    fn start_pair(&self, pair: &Arc<Pair>, tick: Instant) {
+        if pair.running.swap(true, Ordering::SeqCst) {
+            self.metrics.record_skipped_tick(&pair.key.0, &pair.key.1);
+            self.status.record_skipped_tick(&pair.key);
+            tracing::debug!(monitor = %pair.key.0, route = %pair.key.1, "tick skipped: previous probe still running");
+            return;
+        }
+        let Some(engine) = self.weak_self.upgrade() else {
+            pair.running.store(false, Ordering::SeqCst);
+            return;
+        };
+        let pair = Arc::clone(pair);
+        tokio::spawn(async move {
+            let _running = RunningGuard(&pair.running);
+            engine.run_pair(&pair, tick).await;
+        });
+    }
+
+    async fn run_pair(&self, pair: &Arc<Pair>, tick: Instant) {
+        let plan = self.current_plan();
+        let permit = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            permit = Arc::clone(&plan.semaphore).acquire_owned() => permit,
+        };
+        let Ok(_permit) = permit else { return };
+        self.metrics.record_schedule_lag(tick.elapsed());
+
+        let task = tokio::spawn(run_once(
+            Arc::clone(pair),
+            Arc::clone(&plan.redactor),
+            Arc::clone(&plan.rules),
+        ));
+        let abort = task.abort_handle();
+        let outcome = tokio::select! {
+            _ = self.shutdown.cancelled() => {
+                abort.abort();
+                return;
+            }
+            outcome = task => outcome,
+        };
+
+        match outcome {
+            Ok((report, verdict)) => self.record(pair, &report, verdict, &plan.redactor),
+            Err(error) if error.is_panic() => {
+                self.metrics.record_panic(&pair.key.0, &pair.key.1);
+                tracing::error!(monitor = %pair.key.0, route = %pair.key.1, "probe panicked; the pair keeps its schedule");
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn record(&self, pair: &Pair, report: &ProbeReport, verdict: Verdict, redactor: &Redactor) {
+        let finished_at = SystemTime::now();
+        let http_status = http_status(&report.observation);
+        let (monitor, route) = (&pair.key.0, &pair.key.1);
+        self.metrics.record_probe(
+            monitor,
+            route,
+            &verdict,
+            http_status,
+            report.total,
+            finished_at,
+        );
+
+        let record = Record {
+            verdict: verdict.clone(),
+            http_status,
+            duration: report.total,
+            checked_at: finished_at,
+            body_snippet: redactor.redact(&body_snippet(&report.observation, SNIPPET_CHARS)),
+        };
+        let previous = self.status.record(&pair.key, record);
+        log_verdict(monitor, route, previous, &verdict, report.total);
+    }
+
+    /// Returns true while the scheduler runs (for /healthz).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst) && !self.shutdown.is_cancelled()
+    }
+
+    /// Returns how many pairs are scheduled.
+    pub fn pair_count(&self) -> usize {
+        self.current_plan().monitors.values().map(Vec::len).sum()
+    }
+
+    /// Stops scheduling and cancels in-flight probes.
+    pub async fn shutdown(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        self.shutdown.cancel();
+        let mut scheduler = self.scheduler.clone();
+        if let Err(error) = scheduler.shutdown().await {
+            tracing::warn!(error = %error, "scheduler did not shut down cleanly");
+        }
+    }
+
+    fn current_plan(&self) -> Arc<Plan> {
+        Arc::clone(
+            &self
+                .plan
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+}
+
+/// Resets a pair's running flag when its probe task ends, however it ends.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Probes one pair and classifies the result: the probe, classify steps without recording.
+pub async fn run_once(
+    pair: Arc<Pair>,
+    redactor: Arc<Redactor>,
+    rules: Arc<Vec<Rule>>,
+) -> (ProbeReport, Verdict) {
+    let report = probe::run(&pair.route, &pair.monitor, &redactor).await;
+    let mut verdict = classify::classify(&report.observation, &pair.monitor.expect, &rules);
+    verdict.evidence = redactor.redact(&verdict.evidence);
+    (report, verdict)
+}
+
+/// Builds every pair of a config in config order (monitor, then route), for one-shot use.
+pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
+    let plan = build_plan(config, &Plan::empty())?;
+    let pairs = config
+        .monitors
+        .iter()
+        .filter_map(|monitor| plan.monitors.get(&monitor.name))
+        .flatten()
+        .cloned()
+        .collect();
+    Ok(pairs)
+}
+
+/// Builds the pairs of a config, reusing the pairs of `old` whose monitor and route are unchanged.
+fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
+    let mut clients: HashMap<&str, RouteClient> = HashMap::new();
+    for route in &config.routes {
+        clients.insert(&route.name, route::build(route, max_timeout(config))?);
+    }
+
+    let mut monitors = HashMap::new();
+    for monitor in &config.monitors {
+        let monitor_arc = Arc::new(monitor.clone());
+        let pairs = monitor
+            .routes
+            .iter()
+            .filter_map(|route_name| clients.get(route_name.as_str()))
+            .map(|client| reuse_or_new_pair(old, &monitor_arc, client, config))
+            .collect();
+        monitors.insert(monitor.name.clone(), pairs);
+    }
+
+    let concurrency = config.global.concurrency.max(1);
+    let semaphore = if concurrency == old.concurrency {
+        Arc::clone(&old.semaphore)
+    } else {
+        Arc::new(Semaphore::new(concurrency))
+    };
+    Ok(Plan {
+        monitors,
+        redactor: Arc::new(Redactor::new(config.secrets())),
+        rules: Arc::new(config.rules.clone()),
+        semaphore,
+        concurrency,
+    })
+}
+
+fn reuse_or_new_pair(
+    old: &Plan,
+    monitor: &Arc<Monitor>,
+    client: &RouteClient,
+    config: &Config,
+) -> Arc<Pair> {
+    let key = (monitor.name.clone(), client.name.clone());
+    let unchanged = old
+        .monitors
+        .get(&monitor.name)
+        .and_then(|pairs| pairs.iter().find(|pair| pair.key == key))
+        .filter(|pair| same_definition(pair, monitor, config));
+    match unchanged {
+        Some(pair) => Arc::clone(pair),
+        None => Arc::new(Pair {
+            key,
+            monitor: Arc::clone(monitor),
+            route: client.clone(),
+            running: AtomicBool::new(false),
+        }),
+    }
+}
+
+/// True when neither the monitor nor its route changed, so the old pair can stay.
+fn same_definition(pair: &Pair, monitor: &Monitor, config: &Config) -> bool {
+    let route_unchanged = config
+        .routes
+        .iter()
+        .any(|route| route.name == pair.key.1 && *route == pair.route.definition);
+    *pair.monitor == *monitor && route_unchanged
+}
+
+fn max_timeout(config: &Config) -> Duration {
+    config
+        .monitors
+        .iter()
+        .map(|monitor| monitor.timeout)
+        .max()
+        .unwrap_or(crate::config::DEFAULT_TIMEOUT)
+}
+
+fn plan_keys(plan: &Plan) -> HashMap<PairKey, ()> {
+    plan.monitors
+        .values()
+        .flatten()
+        .map(|pair| (pair.key.clone(), ()))
+        .collect()
+}
+
+fn plan_contains(plan: &Plan, key: &PairKey) -> bool {
+    plan.monitors
+        .get(&key.0)
+        .is_some_and(|pairs| pairs.iter().any(|pair| pair.key == *key))
+}
+
+fn pair_info(pair: &Pair, redactor: &Redactor, _config: &Config) -> PairInfo {
+    PairInfo {
+        url: redactor.redact_url(&pair.monitor.url),
+        proxy: pair.route.proxy.clone(),
+        schedule: describe_schedule(&pair.monitor.schedule),
+    }
+}
+
+/// Returns the schedule as an operator writes it.
+pub fn describe_schedule(schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::Every(period) => format!("every {}", humantime_short(*period)),
+        Schedule::Cron(expression) => expression.clone(),
+    }
+}
+
+fn humantime_short(period: Duration) -> String {
+    if period.subsec_millis() != 0 {
+        format!("{}ms", period.as_millis())
+    } else {
+        format!("{}s", period.as_secs())
+    }
+}
+
+/// Returns the period of a schedule; for cron, the time between its next two firings.
+pub fn schedule_period(schedule: &Schedule) -> Duration {
+    match schedule {
+        Schedule::Every(period) => *period,
+        Schedule::Cron(expression) => {
+            cron_period(expression).unwrap_or(crate::config::DEFAULT_SCHEDULE_PERIOD)
+        }
+    }
+}
+
+fn cron_period(expression: &str) -> Option<Duration> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expression)
+        .ok()?;
+    let now = Utc::now();
+    let first = cron.find_next_occurrence(&now, false).ok()?;
+    let second = cron.find_next_occurrence(&first, false).ok()?;
+    (second - first).to_std().ok()
+}
+
+fn http_status(observation: &Observation) -> u16 {
+    match observation {
+        Observation::Response(response) => response.status,
+        Observation::Transport(_) => 0,
+    }
+}
+
+/// Returns the start of the body as one line of text: lossy UTF-8, whitespace collapsed.
+pub fn body_snippet(observation: &Observation, max_chars: usize) -> String {
+    let Observation::Response(response) = observation else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&response.body);
+    let mut snippet = String::with_capacity(max_chars.min(text.len()));
+    for word in text.split_whitespace() {
+        if !snippet.is_empty() {
+            snippet.push(' ');
+        }
+        snippet.push_str(word);
+        if snippet.chars().count() >= max_chars {
+            break;
+        }
+    }
+    match snippet.char_indices().nth(max_chars) {
+        Some((cut, _)) => snippet[..cut].to_owned(),
+        None => snippet,
+    }
+}
+
+/// Logs a verdict: each probe at debug, a change of class once at info (to ok) or warn.
+fn log_verdict(
+    monitor: &str,
+    route: &str,
+    previous: Option<Class>,
+    verdict: &Verdict,
+    duration: Duration,
+) {
+    let duration_ms = duration.as_millis() as u64;
+    tracing::debug!(monitor, route, class = %verdict.class, reason = %verdict.reason, duration_ms, "probe finished");
+    if previous == Some(verdict.class) {
+        return;
+    }
+    let from = previous.map_or("none", Class::as_str);
+    if verdict.class == Class::Ok {
+        tracing::info!(monitor, route, from, class = %verdict.class, reason = %verdict.reason, "pair state changed");
+    } else {
+        tracing::warn!(
+            monitor,
+            route,
+            from,
+            class = %verdict.class,
+            reason = %verdict.reason,
+            evidence = %verdict.evidence,
+            "pair state changed",
+        );
+    }
+}

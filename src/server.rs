@@ -1,1 +1,285 @@
-//! Placeholder.
+//! Server: the HTTP listener for /metrics, /status, /healthz and /-/reload.
+//!
+//! Built on hyper 1 with one task per connection. The server only reads shared state and
+//! forwards reload requests; it never blocks a probe. Request bodies are never read beyond a
+//! small limit, because no endpoint takes a body.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::classify::Class;
+use crate::metrics::Metrics;
+use crate::status::{StatusFilter, StatusStore};
+
+/// Largest request body accepted; every endpoint works without one.
+pub const MAX_REQUEST_BODY_BYTES: u64 = 1024;
+
+/// Time a client gets to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time in-flight responses get to finish after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Failure to start the listener.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source} (pick a free address with --listen)")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A reload request: the reply carries a one-line summary or the rejection.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// Everything the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The metric registry.
+    pub metrics: Metrics,
+    /// The status store.
+    pub status: Arc<StatusStore>,
+    /// Returns true while the scheduler runs.
+    pub health: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Where `POST /-/reload` sends its request.
+    pub reload: mpsc::Sender<ReloadRequest>,
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the listen address.
+    pub async fn bind(address: SocketAddr) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        Ok(Server { listener })
+    }
+
+    /// Returns the bound address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight responses finish.
+    pub async fn serve(self, state: AppState, shutdown: CancellationToken) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Running out of file descriptors is transient; back off instead of spinning.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+            });
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight HTTP responses did not finish before shutdown");
+        }
+    }
+}
+
+async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if body_too_large(&request) {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    }
+    let path = request.uri().path();
+    let allowed = match path {
+        "/metrics" | "/status" | "/healthz" => Method::GET,
+        "/-/reload" => Method::POST,
+        "/" => Method::GET,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found (endpoints: /metrics, /status, /healthz, POST /-/reload)\n",
+            );
+        }
+    };
+    let method = request.method();
+    let head_ok = method == Method::HEAD && allowed == Method::GET;
+    if method != allowed && !head_ok {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = if allowed == Method::GET {
+            "GET, HEAD"
+        } else {
+            "POST"
+        };
+        response
+            .headers_mut()
+            .insert(ALLOW, allow.parse().expect("static header value"));
+        return response;
+    }
+
+    match path {
+        "/metrics" => with_type(
+            StatusCode::OK,
+            state.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/status" => status(state, request.uri().query()),
+        "/healthz" => healthz(state),
+        "/-/reload" => reload(state).await,
+        _ => text(StatusCode::OK, "routewatch: see /status and /metrics\n"),
+    }
+}
+
+fn body_too_large(request: &Request<Incoming>) -> bool {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let chunked = request
+        .headers()
+        .contains_key(hyper::header::TRANSFER_ENCODING);
+    declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) || chunked
+}
+
+fn status(state: &AppState, query: Option<&str>) -> Response<Full<Bytes>> {
+    match parse_filter(query.unwrap_or("")) {
+        Ok(filter) => with_type(
+            StatusCode::OK,
+            state.status.render_json(&filter),
+            "application/json",
+        ),
+        Err(message) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+    }
+}
+
+/// Parses `monitor=`, `route=` and `class=` filters; anything else is an error.
+fn parse_filter(query: &str) -> Result<StatusFilter, String> {
+    let mut filter = StatusFilter::default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "monitor" => filter.monitor = Some(value.into_owned()),
+            "route" => filter.route = Some(value.into_owned()),
+            "class" => {
+                let class = Class::parse(&value).ok_or_else(|| {
+                    let names: Vec<&str> = Class::ALL.iter().map(|class| class.as_str()).collect();
+                    format!(
+                        "unknown class {value:?} (classes are: {})",
+                        names.join(", ")
+                    )
+                })?;
+                filter.class = Some(class);
+            }
+            other => {
+                return Err(format!(
+                    "unknown filter {other:?} (filters are: monitor, route, class)"
+                ));
+            }
+        }
+    }
+    Ok(filter)
+}
+
+fn healthz(state: &AppState) -> Response<Full<Bytes>> {
+    if (state.health)() {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "scheduler stopped\n")
+    }
+}
+
+async fn reload(state: &AppState) -> Response<Full<Bytes>> {
+    let (reply, answer) = oneshot::channel();
+    if state.reload.send(reply).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    match answer.await {
+        Ok(Ok(summary)) => text(StatusCode::OK, &format!("{summary}\n")),
+        Ok(Err(errors)) => text(StatusCode::BAD_REQUEST, &format!("{errors}\n")),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_owned(), "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        content_type.parse().expect("static header value"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_filter_reads_all_three() {
+        let filter = parse_filter("monitor=groq&route=hk&class=geo_block").unwrap();
+        assert_eq!(filter.monitor.as_deref(), Some("groq"));
+        assert_eq!(filter.route.as_deref(), Some("hk"));
+        assert_eq!(filter.class, Some(Class::GeoBlock));
+    }
+
+    #[test]
+    fn parse_filter_unknown_class_lists_classes() {
+        let error = parse_filter("class=geo").unwrap_err();
+        assert_eq!(
+            error,
+            "unknown class \"geo\" (classes are: ok, auth, geo_block, waf_html, rate_limited, server_error, unexpected, timeout, dns, connect, tls, proxy)"
+        );
+    }
+
+    #[test]
+    fn parse_filter_unknown_name_is_error() {
+        assert_eq!(
+            parse_filter("monitr=x").unwrap_err(),
+            "unknown filter \"monitr\" (filters are: monitor, route, class)"
+        );
+    }
+}

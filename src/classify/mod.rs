@@ -174,7 +174,11 @@ pub use rule::{Matcher, Rule};
 
 /// Classifies one observation against the monitor's expectation, trying `user_rules` before
 /// the built-in signatures.
-pub fn classify(observation: &Observation, expectation: &Expectation, user_rules: &[Rule]) -> Verdict {
+pub fn classify(
+    observation: &Observation,
+    expectation: &Expectation,
+    user_rules: &[Rule],
+) -> Verdict {
     let _ = (observation, expectation, user_rules);
     todo!("classify helper")
 }

@@ -15,7 +15,10 @@ pub enum Matcher {
     /// The status is one of these codes.
     Status(Vec<u16>),
     /// The header is present; with a value, its value contains it (case-insensitive).
-    Header { name: String, contains: Option<String> },
+    Header {
+        name: String,
+        contains: Option<String>,
+    },
     /// The content type contains this text (case-insensitive), e.g. "html".
     ContentType(String),
     /// The body contains this text (case-insensitive).

@@ -1,1 +1,113 @@
-//! Placeholder.
+//! Command line: arguments of the service and of the one-shot commands.
+//!
+//! `routewatch` with no subcommand runs the service; `check`, `probe` and `classify` run once
+//! and exit with a status that scripts can test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod check;
+pub mod classify;
+pub mod probe;
+pub mod run;
+
+/// Default listen address of the HTTP endpoints.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
+
+/// Default config path.
+pub const DEFAULT_CONFIG: &str = "monitors.yaml";
+
+/// routewatch probes API endpoints through every network route and tells auth, geo-block,
+/// WAF page, proxy and network failures apart.
+#[derive(Debug, Parser)]
+#[command(name = "routewatch", version, about, long_about = None)]
+pub struct Cli {
+    /// One-shot command; without one, routewatch runs the service.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options of the service.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Options of the service.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Config file [default: monitors.yaml; `classify` reads user rules only when given].
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP endpoints (/metrics, /status, /healthz).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+/// The one-shot commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and exit 1 when it has errors.
+    Check,
+    /// Run every (or the selected) probe once and print each verdict with its evidence.
+    Probe(ProbeArgs),
+    /// Classify saved raw HTTP responses, as `curl -si` writes them (`-` reads stdin).
+    Classify(ClassifyArgs),
+}
+
+/// Options of `routewatch probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Only this monitor (repeatable).
+    #[arg(long, short = 'm')]
+    pub monitor: Vec<String>,
+    /// Only this route (repeatable).
+    #[arg(long, short = 'r')]
+    pub route: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Options of `routewatch classify`.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifyArgs {
+    /// Files holding raw responses; `-` reads stdin.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Output format of the one-shot commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl RunArgs {
+    /// Returns the config path, or the default when none was given.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+}
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}

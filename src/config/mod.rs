@@ -46,7 +46,7 @@ pub struct Global {
 }
 
 /// A network route (`routes[]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub name: String,
     /// Proxy URL with credentials (http, https, socks5, socks5h); `None` is direct.
@@ -67,7 +67,7 @@ pub enum Schedule {
 }
 
 /// One endpoint to probe (`monitors[]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Monitor {
     pub name: String,
     /// The full request URL, secrets included (never log it; use `redact`).
@@ -91,4 +91,20 @@ impl Config {
     pub fn secrets(&self) -> Vec<String> {
         todo!("config helper")
     }
+}
+
+/// Every problem found in a config file (STUB until the config module lands).
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+/// Loads and validates a config file (STUB).
+pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    let _ = path;
+    todo!("config helper")
 }

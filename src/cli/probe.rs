@@ -1,0 +1,313 @@
+//! `routewatch probe`: run the chosen pairs once and show, step by step like `curl -v`, what
+//! happened on each route, then the verdict with its evidence.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::classify::{Class, Observation, Verdict};
+use crate::cli::{OutputFormat, ProbeArgs};
+use crate::config::Config;
+use crate::probe::ProbeReport;
+use crate::redact::Redactor;
+use crate::schedule::{self, Pair, SNIPPET_CHARS, ScheduleError};
+
+/// Headers worth showing: the ones the classifier and an operator look at.
+const SHOWN_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "location",
+    "server",
+    "via",
+    "cf-ray",
+    "cf-mitigated",
+    "x-squid-error",
+    "x-vercel-mitigated",
+    "retry-after",
+    "www-authenticate",
+    "proxy-authenticate",
+];
+
+/// Failure of the probe command before any probe ran.
+#[derive(Debug, Error)]
+pub enum ProbeCommandError {
+    /// A `--monitor` or `--route` names nothing in the config.
+    #[error("unknown {kind} {name:?} ({kind}s are: {known})")]
+    UnknownName {
+        kind: &'static str,
+        name: String,
+        known: String,
+    },
+    /// The selection matches no pair.
+    #[error("no (monitor, route) pair matches the selection")]
+    NothingSelected,
+    /// Route clients could not be built.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs the selected pairs once, writes their reports, and returns true when every one is ok.
+pub async fn run(
+    config: &Config,
+    args: &ProbeArgs,
+    out: &mut dyn Write,
+) -> Result<bool, ProbeCommandError> {
+    check_names(config, args)?;
+    let pairs: Vec<Arc<Pair>> = schedule::build_pairs(config)?
+        .into_iter()
+        .filter(|pair| selected(&args.monitor, &pair.key.0) && selected(&args.route, &pair.key.1))
+        .collect();
+    if pairs.is_empty() {
+        return Err(ProbeCommandError::NothingSelected);
+    }
+
+    let redactor = Arc::new(Redactor::new(config.secrets()));
+    let rules = Arc::new(config.rules.clone());
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(
+        config.global.concurrency.max(1),
+    ));
+    let tasks: Vec<_> = pairs
+        .iter()
+        .map(|pair| {
+            let (pair, redactor, rules, semaphore) = (
+                Arc::clone(pair),
+                Arc::clone(&redactor),
+                Arc::clone(&rules),
+                Arc::clone(&semaphore),
+            );
+            tokio::spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                schedule::run_once(pair, redactor, rules).await
+            })
+        })
+        .collect();
+
+    let mut all_ok = true;
+    for (pair, task) in pairs.iter().zip(tasks) {
+        let Ok((report, verdict)) = task.await else {
+            all_ok = false;
+            writeln!(
+                out,
+                "== {} via {}: the probe panicked",
+                pair.key.0, pair.key.1
+            )?;
+            continue;
+        };
+        all_ok &= verdict.class == Class::Ok;
+        let resolved = resolve_host(pair).await;
+        match args.format {
+            OutputFormat::Text => write_text(out, pair, &report, &verdict, &redactor, &resolved)?,
+            OutputFormat::Json => write_json(out, pair, &report, &verdict, &redactor, &resolved)?,
+        }
+    }
+    Ok(all_ok)
+}
+
+fn check_names(config: &Config, args: &ProbeArgs) -> Result<(), ProbeCommandError> {
+    let monitors: Vec<&str> = config
+        .monitors
+        .iter()
+        .map(|monitor| monitor.name.as_str())
+        .collect();
+    let routes: Vec<&str> = config
+        .routes
+        .iter()
+        .map(|route| route.name.as_str())
+        .collect();
+    check_known("monitor", &args.monitor, &monitors)?;
+    check_known("route", &args.route, &routes)
+}
+
+fn check_known(
+    kind: &'static str,
+    wanted: &[String],
+    known: &[&str],
+) -> Result<(), ProbeCommandError> {
+    let known_set: HashSet<&str> = known.iter().copied().collect();
+    match wanted
+        .iter()
+        .find(|name| !known_set.contains(name.as_str()))
+    {
+        Some(name) => Err(ProbeCommandError::UnknownName {
+            kind,
+            name: name.clone(),
+            known: known.join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn selected(wanted: &[String], name: &str) -> bool {
+    wanted.is_empty() || wanted.iter().any(|wanted| wanted == name)
+}
+
+/// How the endpoint's name resolves from here, or why it is not resolved here.
+async fn resolve_host(pair: &Pair) -> String {
+    let url = &pair.monitor.url;
+    let Some(host) = url.host_str() else {
+        return "no host in the URL".to_owned();
+    };
+    if let Some(proxy) = &pair.route.definition.proxy
+        && proxy.scheme() != "socks5"
+    {
+        return format!("{host} is resolved by the proxy");
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addresses) => {
+            let addresses: Vec<String> =
+                addresses.map(|address| address.ip().to_string()).collect();
+            format!("{host} resolved to {}", addresses.join(", "))
+        }
+        Err(error) => format!("{host} did not resolve: {error}"),
+    }
+}
+
+fn write_text(
+    out: &mut dyn Write,
+    pair: &Pair,
+    report: &ProbeReport,
+    verdict: &Verdict,
+    redactor: &Redactor,
+    resolved: &str,
+) -> std::io::Result<()> {
+    let route = match &pair.route.proxy {
+        Some(proxy) => format!("{} (proxy {proxy})", pair.key.1),
+        None => format!("{} (direct)", pair.key.1),
+    };
+    writeln!(out, "== {} via {route}", pair.key.0)?;
+    writeln!(
+        out,
+        "*  {} {}",
+        pair.monitor.method,
+        redactor.redact_url(&pair.monitor.url)
+    )?;
+    if let Some(address) = pair.route.definition.source_address {
+        writeln!(out, "*  source address {address}")?;
+    }
+    writeln!(out, "*  {resolved}")?;
+    match &report.observation {
+        Observation::Response(response) => {
+            let peer = report
+                .remote_addr
+                .map_or_else(|| "unknown".to_owned(), |address| address.to_string());
+            let via = if pair.route.proxied {
+                " (the proxy)"
+            } else {
+                ""
+            };
+            writeln!(out, "*  connected to {peer}{via}")?;
+            if pair.monitor.url.scheme() == "https" {
+                writeln!(out, "*  TLS handshake ok")?;
+            }
+            let headers_ms = report.time_to_headers.map_or(0, |time| time.as_millis());
+            writeln!(
+                out,
+                "<  HTTP {} (headers after {headers_ms} ms)",
+                response.status
+            )?;
+            for (name, value) in shown_headers(&response.headers) {
+                writeln!(out, "<  {name}: {}", redactor.redact(value))?;
+            }
+            let snippet = schedule::body_snippet(&report.observation, SNIPPET_CHARS);
+            let cut = if response.body_truncated {
+                " (cut at the body cap)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "<  body ({} bytes read{cut}): {}",
+                response.body.len(),
+                redactor.redact(&snippet)
+            )?;
+        }
+        Observation::Transport(error) => {
+            writeln!(
+                out,
+                "!  failed after {} ms: {}",
+                report.total.as_millis(),
+                error.detail
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "=> {} {} ({} ms): {}\n",
+        verdict.class,
+        verdict.reason,
+        report.total.as_millis(),
+        verdict.evidence
+    )
+}
+
+fn shown_headers(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter(|(name, _)| SHOWN_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    monitor: &'a str,
+    route: &'a str,
+    proxy: Option<&'a str>,
+    url: String,
+    resolved: &'a str,
+    remote_addr: Option<String>,
+    http_status: u16,
+    headers: Vec<(&'a str, String)>,
+    body_snippet: String,
+    error: Option<String>,
+    class: &'static str,
+    reason: &'a str,
+    evidence: &'a str,
+    duration_seconds: f64,
+    time_to_headers_seconds: Option<f64>,
+}
+
+fn write_json(
+    out: &mut dyn Write,
+    pair: &Pair,
+    report: &ProbeReport,
+    verdict: &Verdict,
+    redactor: &Redactor,
+    resolved: &str,
+) -> std::io::Result<()> {
+    let (http_status, headers, error) = match &report.observation {
+        Observation::Response(response) => (
+            response.status,
+            shown_headers(&response.headers)
+                .map(|(name, value)| (name, redactor.redact(value)))
+                .collect(),
+            None,
+        ),
+        Observation::Transport(error) => (0, Vec::new(), Some(error.detail.clone())),
+    };
+    let json = JsonReport {
+        monitor: &pair.key.0,
+        route: &pair.key.1,
+        proxy: pair.route.proxy.as_deref(),
+        url: redactor.redact_url(&pair.monitor.url),
+        resolved,
+        remote_addr: report.remote_addr.map(|address| address.to_string()),
+        http_status,
+        headers,
+        body_snippet: redactor.redact(&schedule::body_snippet(&report.observation, SNIPPET_CHARS)),
+        error,
+        class: verdict.class.as_str(),
+        reason: &verdict.reason,
+        evidence: &verdict.evidence,
+        duration_seconds: report.total.as_secs_f64(),
+        time_to_headers_seconds: report.time_to_headers.map(|time| time.as_secs_f64()),
+    };
+    let line = serde_json::to_string(&json).map_err(std::io::Error::other)?;
+    writeln!(out, "{line}")
+}

@@ -1,0 +1,160 @@
+//! The service: load the config, start the scheduler and the listener, handle reloads and
+//! signals, and stop cleanly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::config::{self, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::schedule::{Engine, ScheduleError};
+use crate::server::{AppState, ReloadRequest, Server, ServerError};
+use crate::status::StatusStore;
+
+/// Time the listener gets to finish in-flight responses after the scheduler stopped.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Failure to start the service.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The config at start-up is invalid.
+    #[error("invalid config {path}:\n{errors}")]
+    Config { path: PathBuf, errors: ConfigErrors },
+    /// The scheduler could not start.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// The listener could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// A signal handler could not be installed.
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(args: &RunArgs) -> Result<(), RunError> {
+    let path = args.config_path();
+    let config = config::load(&path).map_err(|errors| RunError::Config {
+        path: path.clone(),
+        errors,
+    })?;
+
+    let metrics = Metrics::new();
+    metrics.record_config_load(true, SystemTime::now());
+    let status = Arc::new(StatusStore::new(config.global.history_size));
+    let engine = Engine::start(&config, metrics.clone(), Arc::clone(&status)).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        pairs = engine.pair_count(),
+        listen = %args.listen,
+        "routewatch started",
+    );
+
+    let (reload_sender, reload_requests) = mpsc::channel::<ReloadRequest>(4);
+    let server = Server::bind(args.listen).await?;
+    let server_stop = CancellationToken::new();
+    let state = AppState {
+        metrics: metrics.clone(),
+        status,
+        health: {
+            let engine = Arc::clone(&engine);
+            Arc::new(move || engine.is_running())
+        },
+        reload: reload_sender,
+    };
+    let server_task = tokio::spawn(server.serve(state, server_stop.clone()));
+
+    let signal_name = wait_for_stop(&path, &engine, &metrics, reload_requests).await?;
+    tracing::info!(signal = signal_name, "routewatch stopping");
+
+    engine.shutdown().await;
+    server_stop.cancel();
+    if tokio::time::timeout(SERVER_STOP_TIMEOUT, server_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("listener did not stop in time");
+    }
+    tracing::info!("routewatch stopped");
+    Ok(())
+}
+
+/// Serves reload requests (SIGHUP and POST /-/reload) until SIGTERM or SIGINT arrives, and
+/// returns the name of that signal.
+async fn wait_for_stop(
+    path: &Path,
+    engine: &Engine,
+    metrics: &Metrics,
+    mut reload_requests: mpsc::Receiver<ReloadRequest>,
+) -> Result<&'static str, RunError> {
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut hangup = install(SignalKind::hangup(), "SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok("SIGTERM"),
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = hangup.recv() => {
+                let _ = reload(path, engine, metrics).await;
+            }
+            Some(reply) = reload_requests.recv() => {
+                // The requester may have gone away; the reload happened either way.
+                let _ = reply.send(reload(path, engine, metrics).await);
+            }
+        }
+    }
+}
+
+fn install(kind: SignalKind, name: &'static str) -> Result<tokio::signal::unix::Signal, RunError> {
+    signal(kind).map_err(|source| RunError::Signal {
+        signal: name,
+        source,
+    })
+}
+
+/// Loads the config again and applies it; a bad config is rejected and the old one keeps
+/// running.
+async fn reload(path: &Path, engine: &Engine, metrics: &Metrics) -> Result<String, String> {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            metrics.record_config_load(false, SystemTime::now());
+            let errors = errors.to_string();
+            tracing::error!(config = %path.display(), errors = %errors, "reload rejected; the previous config keeps running");
+            return Err(format!(
+                "reload rejected; the previous config keeps running:\n{errors}"
+            ));
+        }
+    };
+    match engine.apply(&config).await {
+        Ok(summary) => {
+            metrics.record_config_load(true, SystemTime::now());
+            let message = format!(
+                "reloaded {}: {} pairs ({} added, {} removed)",
+                path.display(),
+                summary.pairs,
+                summary.added,
+                summary.removed
+            );
+            tracing::info!(config = %path.display(), pairs = summary.pairs, added = summary.added, removed = summary.removed, "config reloaded");
+            Ok(message)
+        }
+        Err(error) => {
+            metrics.record_config_load(false, SystemTime::now());
+            tracing::error!(config = %path.display(), error = %error, "reload failed; the previous config keeps running");
+            Err(format!(
+                "reload failed; the previous config keeps running: {error}"
+            ))
+        }
+    }
+}
