@@ -1,6 +1,7 @@
-//! Checks the monitoring files shipped beside the binary: the Prometheus rules in
-//! `prometheus/` (with `promtool`, including their unit tests) and the Grafana dashboard in
-//! `grafana/dashboards/` (its variables, units and data sources, and the PromQL of every panel).
+//! Checks the monitoring files shipped beside the binary. `promtool` checks the Prometheus
+//! rules in `prometheus/` and runs their unit tests. The Grafana dashboard in
+//! `grafana/dashboards/` is checked for its variables, units and data sources, and `promtool`
+//! parses the PromQL of every panel.
 //!
 //! `promtool` comes from Debian's `prometheus` package. These tests fail, never skip, when it
 //! is missing.
@@ -229,7 +230,7 @@ fn dashboard_datasource_variable_defaults_to_provisioned_uid() {
 }
 
 #[test]
-fn dashboard_monitor_and_route_variables_are_multi_with_all() {
+fn dashboard_filter_variables_allow_all() {
     let dashboard = read_dashboard();
     let expected = [
         ("monitor", "label_values(routewatch_probe_success, monitor)"),
@@ -328,10 +329,10 @@ fn dashboard_queries_are_valid_promql() {
     assert_promtool_succeeds(&["check", "rules", &rules_file]);
 }
 
-/// The class timeline turns the class label into a number; this evaluates its query with
-/// promtool on one geo-blocked pair and one pair that has not finished a probe.
+/// Evaluates the class timeline query with promtool on one geo-blocked pair (code 3) and one
+/// pair that has not finished a probe (code 0).
 #[test]
-fn dashboard_class_timeline_maps_classes_to_codes() {
+fn class_timeline_query_returns_codes() {
     let dashboard = read_dashboard();
     let panel = panels(&dashboard)
         .iter()
@@ -387,7 +388,7 @@ fn dashboard_class_timeline_maps_classes_to_codes() {
 }
 
 #[test]
-fn dashboard_class_timeline_maps_every_code_to_its_class() {
+fn class_timeline_mappings_match_query() {
     let dashboard = read_dashboard();
     let panel = panels(&dashboard)
         .iter()
