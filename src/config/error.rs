@@ -94,7 +94,12 @@ impl From<ConfigError> for ConfigErrors {
 
 /// Maps a yaml-rust2 syntax error.
 pub(super) fn from_syntax(file: &Path, error: SyntaxError) -> ConfigError {
-    ConfigError::at(file, error.position, "", format!("invalid YAML: {}", error.message))
+    ConfigError::at(
+        file,
+        error.position,
+        "",
+        format!("invalid YAML: {}", error.message),
+    )
 }
 
 /// Message openings that serde and serde_yaml put after the `path: ` prefix.
@@ -200,9 +205,15 @@ mod tests {
             "monitors.yaml:14:15: monitors[2].routes[0]: unknown route \"hk\" (routes are: direct, us)"
         );
         error.path.clear();
-        assert_eq!(error.to_string(), "monitors.yaml:14:15: unknown route \"hk\" (routes are: direct, us)");
+        assert_eq!(
+            error.to_string(),
+            "monitors.yaml:14:15: unknown route \"hk\" (routes are: direct, us)"
+        );
         error.line = 0;
-        assert_eq!(error.to_string(), "monitors.yaml: unknown route \"hk\" (routes are: direct, us)");
+        assert_eq!(
+            error.to_string(),
+            "monitors.yaml: unknown route \"hk\" (routes are: direct, us)"
+        );
     }
 
     #[test]

@@ -126,17 +126,23 @@ impl Config {
 /// key or wrong type (the first one only), or all semantic errors together.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let size = std::fs::metadata(path)
-        .map_err(|error| ConfigError::whole_file(path, format!("cannot read the config file: {error}")))?
+        .map_err(|error| {
+            ConfigError::whole_file(path, format!("cannot read the config file: {error}"))
+        })?
         .len();
     if size > MAX_FILE_BYTES {
         return Err(too_large(path, size).into());
     }
 
-    let bytes = std::fs::read(path)
-        .map_err(|error| ConfigError::whole_file(path, format!("cannot read the config file: {error}")))?;
+    let bytes = std::fs::read(path).map_err(|error| {
+        ConfigError::whole_file(path, format!("cannot read the config file: {error}"))
+    })?;
     let text = String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
-        ConfigError::whole_file(path, format!("the file is not valid UTF-8 (first bad byte at offset {offset})"))
+        ConfigError::whole_file(
+            path,
+            format!("the file is not valid UTF-8 (first bad byte at offset {offset})"),
+        )
     })?;
     parse(&text, path, &|name| std::env::var(name).ok())
 }
@@ -146,7 +152,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 ///
 /// # Errors
 /// As [`load`], minus the file reading.
-pub fn parse(text: &str, source: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn parse(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let size = text.len() as u64;
     if size > MAX_FILE_BYTES {
         return Err(too_large(source, size).into());
@@ -170,5 +180,7 @@ fn too_large(source: &Path, size: u64) -> ConfigError {
 
 /// True when the text holds no YAML node, only blank lines, comments or document markers.
 fn is_blank(text: &str) -> bool {
-    text.lines().map(str::trim).all(|line| line.is_empty() || line.starts_with('#') || line == "---")
+    text.lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line.starts_with('#') || line == "---")
 }

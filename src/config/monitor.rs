@@ -47,8 +47,15 @@ impl Validator<'_> {
         let url = self.monitor_url(path, raw, preset);
         let method = self.method(&format!("{path}.method"), raw);
         let headers = self.headers(path, raw, preset, api_key.as_deref());
-        let body = raw.body.as_ref().and_then(|text| self.text(&format!("{path}.body"), text));
-        let expect = self.expect(&format!("{path}.expect"), raw.expect.as_ref(), preset.is_some());
+        let body = raw
+            .body
+            .as_ref()
+            .and_then(|text| self.text(&format!("{path}.body"), text));
+        let expect = self.expect(
+            &format!("{path}.expect"),
+            raw.expect.as_ref(),
+            preset.is_some(),
+        );
 
         let schedule = match &raw.schedule {
             Some(text) => self.schedule(&format!("{path}.schedule"), text),
@@ -87,7 +94,10 @@ impl Validator<'_> {
         let name = self.text(&key_path, raw.provider.as_ref()?)?;
         let found = provider::find(&name);
         if found.is_none() {
-            let message = format!("unknown provider \"{name}\" (providers are: {})", provider::names());
+            let message = format!(
+                "unknown provider \"{name}\" (providers are: {})",
+                provider::names()
+            );
             self.error(&key_path, message);
         }
         found
@@ -110,7 +120,12 @@ impl Validator<'_> {
         Some(key)
     }
 
-    fn monitor_url(&mut self, path: &str, raw: &RawMonitor, preset: Option<&Preset>) -> Option<Url> {
+    fn monitor_url(
+        &mut self,
+        path: &str,
+        raw: &RawMonitor,
+        preset: Option<&Preset>,
+    ) -> Option<Url> {
         let key_path = format!("{path}.url");
         if let Some(text) = &raw.url {
             let value = self.text(&key_path, text)?;
@@ -130,7 +145,10 @@ impl Validator<'_> {
             // An unknown provider was reported already; a missing url would only repeat it.
             None if raw.provider.is_some() => None,
             None => {
-                let message = format!("missing key \"url\" (set url, or provider: one of {})", provider::names());
+                let message = format!(
+                    "missing key \"url\" (set url, or provider: one of {})",
+                    provider::names()
+                );
                 self.error(path, message);
                 None
             }
@@ -144,7 +162,13 @@ impl Validator<'_> {
         let method = self.text(path, text)?.to_ascii_uppercase();
         let is_token = !method.is_empty() && check_header_name(&method).is_ok();
         if !is_token {
-            self.error(path, format!("invalid HTTP method \"{}\" (use a method such as GET, HEAD or POST)", text.0));
+            self.error(
+                path,
+                format!(
+                    "invalid HTTP method \"{}\" (use a method such as GET, HEAD or POST)",
+                    text.0
+                ),
+            );
             return None;
         }
         Some(method)
@@ -165,8 +189,12 @@ impl Validator<'_> {
                 set_header(&mut headers, name, value.to_string());
             }
             match (preset.key, api_key) {
-                (KeyPlacement::Bearer, Some(key)) => set_header(&mut headers, "Authorization", format!("Bearer {key}")),
-                (KeyPlacement::Header(name), Some(key)) => set_header(&mut headers, name, key.to_owned()),
+                (KeyPlacement::Bearer, Some(key)) => {
+                    set_header(&mut headers, "Authorization", format!("Bearer {key}"))
+                }
+                (KeyPlacement::Header(name), Some(key)) => {
+                    set_header(&mut headers, name, key.to_owned())
+                }
                 _ => {}
             }
         }
@@ -178,7 +206,9 @@ impl Validator<'_> {
                 self.key_error(&header_path, message);
                 continue;
             }
-            let Some(value) = self.text(&header_path, text) else { continue };
+            let Some(value) = self.text(&header_path, text) else {
+                continue;
+            };
             if let Err(message) = check_header_value(&value) {
                 self.error(&header_path, message);
                 continue;
@@ -188,7 +218,12 @@ impl Validator<'_> {
         (self.error_count() == before).then_some(headers)
     }
 
-    fn expect(&mut self, path: &str, raw: Option<&RawExpect>, has_preset: bool) -> Option<Expectation> {
+    fn expect(
+        &mut self,
+        path: &str,
+        raw: Option<&RawExpect>,
+        has_preset: bool,
+    ) -> Option<Expectation> {
         // Presets point at list endpoints that answer exactly 200.
         let default_statuses = if has_preset { vec![200] } else { Vec::new() };
         let Some(raw) = raw else {
@@ -208,12 +243,20 @@ impl Validator<'_> {
         })
     }
 
-    fn monitor_routes(&mut self, path: &str, raw: &RawMonitor, route_names: &[String]) -> Option<Vec<String>> {
+    fn monitor_routes(
+        &mut self,
+        path: &str,
+        raw: &RawMonitor,
+        route_names: &[String],
+    ) -> Option<Vec<String>> {
         let Some(listed) = &raw.routes else {
             return Some(route_names.to_vec());
         };
         if listed.is_empty() {
-            self.error(path, "empty route list (remove routes: to run on every route)".to_owned());
+            self.error(
+                path,
+                "empty route list (remove routes: to run on every route)".to_owned(),
+            );
             return None;
         }
 
@@ -221,9 +264,14 @@ impl Validator<'_> {
         let mut routes: Vec<String> = Vec::new();
         for (index, text) in listed.iter().enumerate() {
             let item_path = format!("{path}[{index}]");
-            let Some(name) = self.text(&item_path, text) else { continue };
+            let Some(name) = self.text(&item_path, text) else {
+                continue;
+            };
             if !route_names.contains(&name) {
-                let message = format!("unknown route \"{name}\" (routes are: {})", route_names.join(", "));
+                let message = format!(
+                    "unknown route \"{name}\" (routes are: {})",
+                    route_names.join(", ")
+                );
                 self.error(&item_path, message);
             } else if routes.contains(&name) {
                 self.error(&item_path, format!("route \"{name}\" is listed twice"));
@@ -237,7 +285,10 @@ impl Validator<'_> {
 
 /// Sets a header, replacing any header of the same name (case-insensitive) in place.
 fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    match headers.iter_mut().find(|(existing, _)| existing.eq_ignore_ascii_case(name)) {
+    match headers
+        .iter_mut()
+        .find(|(existing, _)| existing.eq_ignore_ascii_case(name))
+    {
         Some(entry) => *entry = (name.to_owned(), value),
         None => headers.push((name.to_owned(), value)),
     }

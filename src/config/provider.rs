@@ -135,7 +135,12 @@ mod tests {
     #[test]
     fn presets_without_url_have_an_example() {
         for preset in PRESETS {
-            assert_eq!(preset.url.is_none(), !preset.url_example.is_empty(), "{}", preset.name);
+            assert_eq!(
+                preset.url.is_none(),
+                !preset.url_example.is_empty(),
+                "{}",
+                preset.name
+            );
         }
     }
 

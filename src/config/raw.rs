@@ -16,7 +16,9 @@ pub(super) fn from_str(text: &str) -> Result<RawConfig, serde_yaml::Error> {
 
 /// Returns the line and column (both 1-based) that a serde_yaml error points at.
 pub(super) fn error_location(error: &serde_yaml::Error) -> Option<(usize, usize)> {
-    error.location().map(|location| (location.line(), location.column()))
+    error
+        .location()
+        .map(|location| (location.line(), location.column()))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,8 +10,7 @@ use super::values::check_header_name;
 use crate::classify::{Class, Matcher, Rule};
 
 /// The keys of `when:`, for the message about an empty `when`.
-const WHEN_KEYS: &str =
-    "status, header, header_contains, content_type, body_contains, body_regex, json_field, json_equals, html_title";
+const WHEN_KEYS: &str = "status, header, header_contains, content_type, body_contains, body_regex, json_field, json_equals, html_title";
 
 impl Validator<'_> {
     pub(super) fn rules(&mut self, raw_rules: &[RawRule]) -> Vec<Rule> {
@@ -43,7 +42,13 @@ impl Validator<'_> {
         let class = Class::parse(&name);
         if class.is_none() {
             let known: Vec<&str> = Class::ALL.iter().map(|class| class.as_str()).collect();
-            self.error(path, format!("unknown class \"{name}\" (classes are: {})", known.join(", ")));
+            self.error(
+                path,
+                format!(
+                    "unknown class \"{name}\" (classes are: {})",
+                    known.join(", ")
+                ),
+            );
         }
         class
     }
@@ -82,7 +87,10 @@ impl Validator<'_> {
             return None;
         }
         if matchers.is_empty() {
-            self.error(path, format!("no conditions (set at least one of {WHEN_KEYS})"));
+            self.error(
+                path,
+                format!("no conditions (set at least one of {WHEN_KEYS})"),
+            );
             return None;
         }
         Some(matchers)
@@ -92,17 +100,24 @@ impl Validator<'_> {
     fn rule_text(&mut self, path: &str, text: Option<&Text>) -> Option<String> {
         let value = self.text(path, text?)?;
         if value.is_empty() {
-            self.error(path, "empty text would match every response (remove the key or give text)".to_owned());
+            self.error(
+                path,
+                "empty text would match every response (remove the key or give text)".to_owned(),
+            );
             return None;
         }
         Some(value)
     }
 
     fn header_matcher(&mut self, path: &str, raw: &RawWhen) -> Option<Matcher> {
-        let contains = self.rule_text(&format!("{path}.header_contains"), raw.header_contains.as_ref());
+        let contains = self.rule_text(
+            &format!("{path}.header_contains"),
+            raw.header_contains.as_ref(),
+        );
         let Some(text) = &raw.header else {
             if raw.header_contains.is_some() {
-                let message = "header_contains needs header (name the header to look in)".to_owned();
+                let message =
+                    "header_contains needs header (name the header to look in)".to_owned();
                 self.error(&format!("{path}.header_contains"), message);
             }
             return None;
@@ -110,7 +125,10 @@ impl Validator<'_> {
 
         let name_path = format!("{path}.header");
         let name = self.text(&name_path, text)?;
-        let name = self.check(&name_path, check_header_name(&name).map(|()| name.to_ascii_lowercase()))?;
+        let name = self.check(
+            &name_path,
+            check_header_name(&name).map(|()| name.to_ascii_lowercase()),
+        )?;
         Some(Matcher::Header { name, contains })
     }
 
@@ -120,11 +138,18 @@ impl Validator<'_> {
         match (&raw.json_field, &raw.json_equals) {
             (None, None) => None,
             (Some(_), None) => {
-                self.error(&field_path, "json_field needs json_equals (the value the field must have)".to_owned());
+                self.error(
+                    &field_path,
+                    "json_field needs json_equals (the value the field must have)".to_owned(),
+                );
                 None
             }
             (None, Some(_)) => {
-                self.error(&equals_path, "json_equals needs json_field (the dotted path of the field, e.g. error.code)".to_owned());
+                self.error(
+                    &equals_path,
+                    "json_equals needs json_field (the dotted path of the field, e.g. error.code)"
+                        .to_owned(),
+                );
                 None
             }
             (Some(field), Some(equals)) => {
@@ -144,7 +169,13 @@ impl Validator<'_> {
         match Regex::new(&pattern) {
             Ok(regex) => Some(regex),
             Err(error) => {
-                self.error(path, format!("invalid regex \"{pattern}\": {}", describe_regex_error(&error)));
+                self.error(
+                    path,
+                    format!(
+                        "invalid regex \"{pattern}\": {}",
+                        describe_regex_error(&error)
+                    ),
+                );
                 None
             }
         }
@@ -184,12 +215,18 @@ mod tests {
     #[test]
     fn describe_regex_error_unclosed_group() {
         let error = Regex::new("ab(c").unwrap_err();
-        assert_eq!(describe_regex_error(&error), "unclosed group at character 3");
+        assert_eq!(
+            describe_regex_error(&error),
+            "unclosed group at character 3"
+        );
     }
 
     #[test]
     fn describe_regex_error_bad_repetition() {
         let error = Regex::new("x|*a").unwrap_err();
-        assert_eq!(describe_regex_error(&error), "repetition operator missing expression at character 3");
+        assert_eq!(
+            describe_regex_error(&error),
+            "repetition operator missing expression at character 3"
+        );
     }
 }

@@ -10,7 +10,9 @@ use super::Config;
 
 /// Parts of header and query parameter names that mark a value as secret
 /// (`authorization`, `x-api-key`, `api-key`, `x-goog-api-key`, `x-auth-token`, `cookie`...).
-const SENSITIVE_NAME_PARTS: &[&str] = &["auth", "key", "token", "secret", "password", "cookie", "session", "sig"];
+const SENSITIVE_NAME_PARTS: &[&str] = &[
+    "auth", "key", "token", "secret", "password", "cookie", "session", "sig",
+];
 
 fn is_sensitive(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -99,7 +101,14 @@ mod tests {
 
     #[test]
     fn is_sensitive_names() {
-        for name in ["Authorization", "Proxy-Authorization", "x-api-key", "api-key", "key", "X-Auth-Token"] {
+        for name in [
+            "Authorization",
+            "Proxy-Authorization",
+            "x-api-key",
+            "api-key",
+            "key",
+            "X-Auth-Token",
+        ] {
             assert!(is_sensitive(name), "{name}");
         }
         for name in ["anthropic-version", "accept", "content-type", "api-version"] {

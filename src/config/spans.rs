@@ -139,7 +139,10 @@ impl Recorder {
                     // yaml-rust2 marks a block mapping's start after its first key, so the
                     // first key's own position stands for the mapping.
                     self.spans.values.entry(path.clone()).or_insert(position);
-                    self.spans.keys.entry(join_key(path, &name)).or_insert(position);
+                    self.spans
+                        .keys
+                        .entry(join_key(path, &name))
+                        .or_insert(position);
                     *key = Some(name);
                     return None;
                 }
@@ -159,12 +162,20 @@ impl MarkedEventReceiver for Recorder {
                 self.place_node(&event, mark);
             }
             Event::MappingStart(..) => {
-                let path = self.place_node(&event, mark).unwrap_or_else(|| "?".to_owned());
+                let path = self
+                    .place_node(&event, mark)
+                    .unwrap_or_else(|| "?".to_owned());
                 let start = Position::from_marker(mark);
-                self.stack.push(Frame::Mapping { path, key: None, start });
+                self.stack.push(Frame::Mapping {
+                    path,
+                    key: None,
+                    start,
+                });
             }
             Event::SequenceStart(..) => {
-                let path = self.place_node(&event, mark).unwrap_or_else(|| "?".to_owned());
+                let path = self
+                    .place_node(&event, mark)
+                    .unwrap_or_else(|| "?".to_owned());
                 self.stack.push(Frame::Sequence {
                     path,
                     next_index: 0,
@@ -200,12 +211,33 @@ monitors:
     #[test]
     fn spans_value_positions() {
         let spans = Spans::scan(TEXT).unwrap();
-        assert_eq!(spans.value("global.concurrency"), Position { line: 2, column: 16 });
-        assert_eq!(spans.value("monitors[0].name"), Position { line: 4, column: 11 });
-        assert_eq!(spans.value("monitors[0].routes[1]"), Position { line: 5, column: 22 });
+        assert_eq!(
+            spans.value("global.concurrency"),
+            Position {
+                line: 2,
+                column: 16
+            }
+        );
+        assert_eq!(
+            spans.value("monitors[0].name"),
+            Position {
+                line: 4,
+                column: 11
+            }
+        );
+        assert_eq!(
+            spans.value("monitors[0].routes[1]"),
+            Position {
+                line: 5,
+                column: 22
+            }
+        );
         assert_eq!(
             spans.value("monitors[0].headers.Authorization"),
-            Position { line: 7, column: 22 }
+            Position {
+                line: 7,
+                column: 22
+            }
         );
     }
 
@@ -222,7 +254,10 @@ monitors:
     #[test]
     fn spans_unknown_path_falls_back_to_ancestor() {
         let spans = Spans::scan(TEXT).unwrap();
-        assert_eq!(spans.value("monitors[0].url"), Position { line: 4, column: 5 });
+        assert_eq!(
+            spans.value("monitors[0].url"),
+            Position { line: 4, column: 5 }
+        );
         assert_eq!(spans.value("nothing"), Position::START);
     }
 

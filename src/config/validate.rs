@@ -17,10 +17,12 @@ use url::Url;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{OneOrMany, RawConfig, RawDefaults, RawGlobal, RawRoute, Text};
 use super::spans::Spans;
-use super::values::{check_name, expand_env, parse_duration, parse_schedule, parse_size, parse_status};
+use super::values::{
+    check_name, expand_env, parse_duration, parse_schedule, parse_size, parse_status,
+};
 use super::{
-    Config, DEFAULT_CONCURRENCY, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BODY_BYTES, DEFAULT_SCHEDULE_PERIOD,
-    DEFAULT_TIMEOUT, Global, Route, Schedule,
+    Config, DEFAULT_CONCURRENCY, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SCHEDULE_PERIOD, DEFAULT_TIMEOUT, Global, Route, Schedule,
 };
 
 /// The name of the route used when the file lists none.
@@ -45,7 +47,11 @@ pub(super) struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(source: &'a Path, spans: &'a Spans, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    pub fn new(
+        source: &'a Path,
+        spans: &'a Spans,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
         Validator {
             source,
             spans,
@@ -65,7 +71,10 @@ impl<'a> Validator<'a> {
 
         let raw_monitors = raw.monitors.unwrap_or_default();
         if raw_monitors.is_empty() {
-            self.error("monitors", "no monitors (add at least one under monitors:)".to_owned());
+            self.error(
+                "monitors",
+                "no monitors (add at least one under monitors:)".to_owned(),
+            );
         }
         let monitors = self.monitors(&raw_monitors, &defaults, &route_names);
         let rules = self.rules(&raw.rules.unwrap_or_default());
@@ -89,13 +98,15 @@ impl<'a> Validator<'a> {
     /// Records an error at the value of `path`.
     pub(super) fn error(&mut self, path: &str, message: String) {
         let position = self.spans.value(path);
-        self.errors.push(ConfigError::at(self.source, position, path, message));
+        self.errors
+            .push(ConfigError::at(self.source, position, path, message));
     }
 
     /// Records an error at the key of `path` (for problems with the key itself).
     pub(super) fn key_error(&mut self, path: &str, message: String) {
         let position = self.spans.key(path);
-        self.errors.push(ConfigError::at(self.source, position, path, message));
+        self.errors
+            .push(ConfigError::at(self.source, position, path, message));
     }
 
     /// Keeps the value of `result`, or records its error at `path`.
@@ -141,7 +152,10 @@ impl<'a> Validator<'a> {
             match first_paths.get(name.as_str()) {
                 Some(first) => {
                     let line = self.spans.value(first).line;
-                    self.error(path, format!("duplicate {kind} name \"{name}\" (first defined on line {line})"));
+                    self.error(
+                        path,
+                        format!("duplicate {kind} name \"{name}\" (first defined on line {line})"),
+                    );
                 }
                 None => {
                     first_paths.insert(name, path);
@@ -169,7 +183,11 @@ impl<'a> Validator<'a> {
     pub(super) fn timeout(&mut self, path: &str, text: &Text) -> Option<Duration> {
         let timeout = self.duration(path, text)?;
         if timeout.is_zero() {
-            self.error(path, "timeout must be greater than 0 (expected a duration such as 10s or 500ms)".to_owned());
+            self.error(
+                path,
+                "timeout must be greater than 0 (expected a duration such as 10s or 500ms)"
+                    .to_owned(),
+            );
             return None;
         }
         Some(timeout)
@@ -179,7 +197,11 @@ impl<'a> Validator<'a> {
     pub(super) fn max_body(&mut self, path: &str, text: &Text) -> Option<usize> {
         let size = self.size(path, text)?;
         if size == 0 {
-            self.error(path, "max_body must be greater than 0 (expected a size such as 64KiB, 1MiB or 65536)".to_owned());
+            self.error(
+                path,
+                "max_body must be greater than 0 (expected a size such as 64KiB, 1MiB or 65536)"
+                    .to_owned(),
+            );
             return None;
         }
         Some(size)
@@ -188,14 +210,23 @@ impl<'a> Validator<'a> {
     /// Parses status codes; paths carry `[i]` only when the file wrote a list.
     pub(super) fn statuses(&mut self, path: &str, statuses: &OneOrMany) -> Option<Vec<u16>> {
         if statuses.items.is_empty() {
-            self.error(path, "empty status list (give at least one code, or remove the key)".to_owned());
+            self.error(
+                path,
+                "empty status list (give at least one code, or remove the key)".to_owned(),
+            );
             return None;
         }
         let before = self.error_count();
         let mut codes = Vec::new();
         for (index, item) in statuses.items.iter().enumerate() {
-            let item_path = if statuses.single { path.to_owned() } else { format!("{path}[{index}]") };
-            let Some(value) = self.text(&item_path, item) else { continue };
+            let item_path = if statuses.single {
+                path.to_owned()
+            } else {
+                format!("{path}[{index}]")
+            };
+            let Some(value) = self.text(&item_path, item) else {
+                continue;
+            };
             if let Some(code) = self.check(&item_path, parse_status(&value)) {
                 codes.push(code);
             }
@@ -209,13 +240,20 @@ impl<'a> Validator<'a> {
         let url = match Url::parse(value) {
             Ok(url) => url,
             Err(error) => {
-                let message = format!("invalid URL \"{}\": {error} (expected an absolute http or https URL)", raw.0);
+                let message = format!(
+                    "invalid URL \"{}\": {error} (expected an absolute http or https URL)",
+                    raw.0
+                );
                 self.error(path, message);
                 return None;
             }
         };
         if !matches!(url.scheme(), "http" | "https") {
-            let message = format!("unsupported URL scheme \"{}\" in \"{}\" (use http or https)", url.scheme(), raw.0);
+            let message = format!(
+                "unsupported URL scheme \"{}\" in \"{}\" (use http or https)",
+                url.scheme(),
+                raw.0
+            );
             self.error(path, message);
             return None;
         }
@@ -227,7 +265,10 @@ impl<'a> Validator<'a> {
     fn global(&mut self, raw: RawGlobal) -> Global {
         let mut positive = |key: &str, value: Option<usize>, default: usize| match value {
             Some(0) => {
-                self.error(&format!("global.{key}"), format!("{key} must be at least 1"));
+                self.error(
+                    &format!("global.{key}"),
+                    format!("{key} must be at least 1"),
+                );
                 default
             }
             Some(value) => value,
@@ -240,9 +281,15 @@ impl<'a> Validator<'a> {
     }
 
     fn defaults(&mut self, raw: RawDefaults) -> Defaults {
-        let schedule = raw.schedule.and_then(|text| self.schedule("defaults.schedule", &text));
-        let timeout = raw.timeout.and_then(|text| self.timeout("defaults.timeout", &text));
-        let max_body_bytes = raw.max_body.and_then(|text| self.max_body("defaults.max_body", &text));
+        let schedule = raw
+            .schedule
+            .and_then(|text| self.schedule("defaults.schedule", &text));
+        let timeout = raw
+            .timeout
+            .and_then(|text| self.timeout("defaults.timeout", &text));
+        let max_body_bytes = raw
+            .max_body
+            .and_then(|text| self.max_body("defaults.max_body", &text));
         Defaults {
             schedule: schedule.unwrap_or(Schedule::Every(DEFAULT_SCHEDULE_PERIOD)),
             timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
@@ -279,7 +326,10 @@ impl<'a> Validator<'a> {
             let before = self.error_count();
             let name = self.name(&format!("{path}.name"), &raw.name);
             let proxy = self.proxy(&format!("{path}.proxy"), raw.proxy.as_ref());
-            let source_address = self.source_address(&format!("{path}.source_address"), raw.source_address.as_ref());
+            let source_address = self.source_address(
+                &format!("{path}.source_address"),
+                raw.source_address.as_ref(),
+            );
             let ca_file = self.ca_file(&format!("{path}.ca_file"), raw.ca_file.as_ref());
 
             if let Some(name) = name {
@@ -313,7 +363,10 @@ impl<'a> Validator<'a> {
             }
         };
         if !PROXY_SCHEMES.contains(&url.scheme()) {
-            let message = format!("unsupported proxy scheme \"{}\" (use http, https, socks5 or socks5h)", url.scheme());
+            let message = format!(
+                "unsupported proxy scheme \"{}\" (use http, https, socks5 or socks5h)",
+                url.scheme()
+            );
             self.error(path, message);
             return None;
         }

@@ -16,7 +16,10 @@ const SIZE_HINT: &str = "expected a size such as 64KiB, 1MiB or 65536";
 /// Expands `${VAR}`, `${VAR:-default}` and `$$` in `text`.
 ///
 /// A `$` followed by anything else is kept as written.
-pub(super) fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn expand_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
 
@@ -29,7 +32,9 @@ pub(super) fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
             let Some(close) = body.find('}') else {
-                return Err("unterminated ${ (close it with }, or write $$ for a literal $)".to_owned());
+                return Err(
+                    "unterminated ${ (close it with }, or write $$ for a literal $)".to_owned(),
+                );
             };
             output.push_str(&expand_variable(&body[..close], env)?);
             rest = &body[close + 1..];
@@ -69,7 +74,8 @@ fn is_variable_name(name: &str) -> bool {
     let Some(first) = chars.next() else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` and combinations in descending order such as `1m30s`.
@@ -84,11 +90,15 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     // Units must not repeat or go up: `1m30s` is fine, `30s1m` is a typo.
     let mut previous_unit_millis = u64::MAX;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
 
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_millis = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -103,7 +113,9 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
 
         let millis = number.checked_mul(unit_millis).ok_or_else(invalid)?;
-        total = total.checked_add(Duration::from_millis(millis)).ok_or_else(invalid)?;
+        total = total
+            .checked_add(Duration::from_millis(millis))
+            .ok_or_else(invalid)?;
     }
     Ok(total)
 }
@@ -112,7 +124,9 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(super) fn parse_size(text: &str) -> Result<usize, String> {
     let invalid = || format!("invalid size \"{text}\" ({SIZE_HINT})");
     let trimmed = text.trim();
-    let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let number: usize = trimmed[..digits].parse().map_err(|_| invalid())?;
 
     let multiplier: usize = match trimmed[digits..].trim_start() {
@@ -136,7 +150,9 @@ pub(super) fn parse_schedule(text: &str) -> Result<Schedule, String> {
     if let Some(period) = trimmed.strip_prefix("every ") {
         let period = parse_duration(period)?;
         if period < MIN_EVERY_PERIOD {
-            return Err(format!("schedule \"{text}\" is shorter than 1s (use every 1s or longer)"));
+            return Err(format!(
+                "schedule \"{text}\" is shorter than 1s (use every 1s or longer)"
+            ));
         }
         return Ok(Schedule::Every(period));
     }
@@ -167,7 +183,10 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("name is empty".to_owned());
     }
-    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
         None => Ok(()),
         Some(bad) => Err(format!(
             "name \"{name}\" contains {bad:?} (use only letters, digits, _, . and -)"
@@ -200,7 +219,9 @@ pub(super) fn check_header_value(value: &str) -> Result<(), String> {
 pub(super) fn parse_status(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u16>() {
         Ok(code) if (100..=599).contains(&code) => Ok(code),
-        _ => Err(format!("invalid HTTP status \"{text}\" (use a code from 100 to 599)")),
+        _ => Err(format!(
+            "invalid HTTP status \"{text}\" (use a code from 100 to 599)"
+        )),
     }
 }
 
@@ -220,9 +241,15 @@ mod tests {
     fn expand_env_forms() {
         assert_eq!(expand_env("a ${KEY} b", &fake_env).unwrap(), "a secret b");
         assert_eq!(expand_env("${EMPTY:-x}", &fake_env).unwrap(), "");
-        assert_eq!(expand_env("${UNSET:-fallback}", &fake_env).unwrap(), "fallback");
+        assert_eq!(
+            expand_env("${UNSET:-fallback}", &fake_env).unwrap(),
+            "fallback"
+        );
         assert_eq!(expand_env("${UNSET:-}", &fake_env).unwrap(), "");
-        assert_eq!(expand_env("cost $$5 ${KEY}", &fake_env).unwrap(), "cost $5 secret");
+        assert_eq!(
+            expand_env("cost $$5 ${KEY}", &fake_env).unwrap(),
+            "cost $5 secret"
+        );
         assert_eq!(expand_env("^a$ $x", &fake_env).unwrap(), "^a$ $x");
         assert_eq!(expand_env("$$${KEY}", &fake_env).unwrap(), "$secret");
     }
@@ -250,7 +277,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h2m3s4ms").unwrap(), Duration::from_millis(3_723_004));
+        assert_eq!(
+            parse_duration("1h2m3s4ms").unwrap(),
+            Duration::from_millis(3_723_004)
+        );
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
     }
 
@@ -280,7 +310,10 @@ mod tests {
 
     #[test]
     fn parse_schedule_forms() {
-        assert_eq!(parse_schedule("every 30s").unwrap(), Schedule::Every(Duration::from_secs(30)));
+        assert_eq!(
+            parse_schedule("every 30s").unwrap(),
+            Schedule::Every(Duration::from_secs(30))
+        );
         assert_eq!(
             parse_schedule("*/5 * * * *").unwrap(),
             Schedule::Cron("0 */5 * * * *".to_owned())
@@ -302,7 +335,10 @@ mod tests {
     #[test]
     fn parse_schedule_rejects_out_of_range_cron() {
         let message = parse_schedule("61 * * * *").unwrap_err();
-        assert!(message.starts_with("invalid cron expression \"61 * * * *\": "), "{message}");
+        assert!(
+            message.starts_with("invalid cron expression \"61 * * * *\": "),
+            "{message}"
+        );
     }
 
     #[test]
