@@ -303,10 +303,15 @@ impl<'a> Validator<'a> {
         if raw_routes.is_empty() {
             return vec![IMPLICIT_ROUTE.to_owned()];
         }
-        raw_routes
-            .iter()
-            .filter_map(|route| expand_env(&route.name.0, self.env).ok())
-            .collect()
+        let mut names: Vec<String> = Vec::new();
+        for route in raw_routes {
+            if let Ok(name) = expand_env(&route.name.0, self.env) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
     }
 
     fn routes(&mut self, raw_routes: &[RawRoute]) -> Vec<Route> {

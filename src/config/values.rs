@@ -174,7 +174,9 @@ pub(super) fn parse_schedule(text: &str) -> Result<Schedule, String> {
         .build();
     match parser.parse(&six_fields) {
         Ok(_) => Ok(Schedule::Cron(six_fields)),
-        Err(error) => Err(format!("invalid cron expression \"{text}\": {error}")),
+        Err(error) => Err(format!(
+            "invalid cron expression \"{text}\": {error} (expected 5 fields: minute hour day month weekday, or 6 with seconds first)"
+        )),
     }
 }
 
