@@ -11,7 +11,7 @@ use routewatch::config::{self, ConfigErrors, Schedule};
 
 const FIXTURES: &str = "tests/fixtures/config";
 
-/// The environment the fixtures see: a few keys set, everything else unset.
+/// Looks up the fixtures' environment: a few keys are set, everything else is unset.
 fn fake_env(name: &str) -> Option<String> {
     let value = match name {
         "HK_PROXY_PASSWORD" => "p@ss:word",

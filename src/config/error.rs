@@ -23,7 +23,7 @@ pub struct ConfigError {
     pub column: usize,
     /// Key path such as `monitors[2].routes[0]`; empty for syntax errors and top-level ones.
     pub path: String,
-    /// What is wrong and, where known, how to fix it.
+    /// The problem and, where known, the fix.
     pub message: String,
 }
 

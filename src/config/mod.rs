@@ -1,9 +1,9 @@
 //! Configuration: monitors.yaml parsed strictly into real types.
 //!
-//! Loading runs in three passes. yaml-rust2 scans the text for syntax errors and records the
-//! line and column of every key path; serde_yaml reads the text into types that reject
-//! unknown keys and wrong types; a validator then expands `${VAR}`, parses units, applies
-//! provider presets and defaults, and reports every semantic problem at once. The keys are
+//! Loading runs in three passes. First, yaml-rust2 scans the text for syntax errors and
+//! records the line and column of every key path. Next, serde_yaml reads the text into types
+//! that reject unknown keys and wrong types. Last, a validator expands `${VAR}`, parses
+//! units, applies provider presets and defaults, and reports every semantic problem at once. The keys are
 //! documented in CONFIGURATION.md. This module does no network I/O: it reads the config
 //! file and any `ca_file`, and nothing else.
 
@@ -68,12 +68,14 @@ pub struct Global {
 /// A network route (`routes[]`).
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The route's unique name, used as the `route` label.
     pub name: String,
     /// Proxy URL with credentials (http, https, socks5, socks5h); `None` is direct.
     pub proxy: Option<Url>,
     /// Local address that outgoing connections bind to.
     pub source_address: Option<IpAddr>,
-    /// Extra trust roots, PEM.
+    /// Extra trust roots, PEM, with at least one certificate; a relative path in the file
+    /// is resolved against the config file's folder.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -89,6 +91,7 @@ pub enum Schedule {
 /// One endpoint to probe (`monitors[]`).
 #[derive(Debug, Clone)]
 pub struct Monitor {
+    /// The monitor's unique name, used as the `monitor` label.
     pub name: String,
     /// The full request URL, secrets included (never log it; use `redact`).
     pub url: Url,
@@ -96,21 +99,28 @@ pub struct Monitor {
     pub method: String,
     /// Request headers, values after `${VAR}` expansion.
     pub headers: Vec<(String, String)>,
+    /// Request body, after `${VAR}` expansion.
     pub body: Option<String>,
+    /// The healthy answer: accepted statuses and whether the body must be JSON.
     pub expect: Expectation,
+    /// When the monitor runs.
     pub schedule: Schedule,
+    /// Time allowed for the whole probe; always above zero.
     pub timeout: Duration,
+    /// Body bytes read per probe; always above zero.
     pub max_body_bytes: usize,
     /// Route names this monitor runs on, already checked to exist.
     pub routes: Vec<String>,
 }
 
 impl Config {
-    /// Returns every secret value found in the config, for redaction: proxy and URL
-    /// passwords (as written and percent-decoded), values of headers whose name contains
-    /// auth, key, token, secret, password, cookie, session or sig (for `Bearer x`, both the
-    /// whole value and `x`), and query parameters with such names (`key=` included, which
-    /// is where the gemini preset puts the API key). Proxy user names are not included.
+    /// Returns every secret value found in the config, for redaction.
+    ///
+    /// The secrets are proxy and URL passwords, as written and percent-decoded. They also
+    /// include the values of headers whose name contains auth, key, token, secret, password,
+    /// cookie, session or sig, and for `Bearer x` both the whole value and `x`. Query
+    /// parameters with such names count too, so the gemini preset's `key=` is included.
+    /// Proxy user names are not included.
     ///
     /// The list has no empty strings and no duplicates, and is sorted longest first.
     pub fn secrets(&self) -> Vec<String> {
@@ -178,7 +188,7 @@ fn too_large(source: &Path, size: u64) -> ConfigError {
     ConfigError::whole_file(source, message)
 }
 
-/// True when the text holds no YAML node, only blank lines, comments or document markers.
+/// Returns true when the text contains only blank lines, comments or document markers.
 fn is_blank(text: &str) -> bool {
     text.lines()
         .map(str::trim)

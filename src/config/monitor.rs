@@ -224,7 +224,7 @@ impl Validator<'_> {
         raw: Option<&RawExpect>,
         has_preset: bool,
     ) -> Option<Expectation> {
-        // Presets point at list endpoints that answer exactly 200.
+        // Preset URLs are list endpoints whose healthy status is exactly 200.
         let default_statuses = if has_preset { vec![200] } else { Vec::new() };
         let Some(raw) = raw else {
             return Some(Expectation {

@@ -4,7 +4,7 @@
 //! A preset only fills in what the monitor leaves out: an explicit `url`, a header of the
 //! same name or an `expect` field replaces the preset's value.
 
-/// Where a preset puts the monitor's `api_key`.
+/// The place in the request for the monitor's `api_key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPlacement {
     /// `Authorization: Bearer <key>`.
@@ -22,7 +22,7 @@ pub struct Preset {
     pub name: &'static str,
     /// The default URL; `None` when it depends on the account (the monitor must set `url`).
     pub url: Option<&'static str>,
-    /// Where the API key goes.
+    /// The place of the API key in the request.
     pub key: KeyPlacement,
     /// Headers sent on every request, besides the key.
     pub headers: &'static [(&'static str, &'static str)],
@@ -74,8 +74,8 @@ pub const PRESETS: &[Preset] = &[
         headers: &[],
         url_example: "",
     },
-    // OpenRouter serves its model list without a key, so the preset reads the key's own
-    // record instead, which answers 401 to a bad key.
+    // OpenRouter serves its model list without a key, so the preset requests the key's own
+    // record instead, which returns 401 for a bad key.
     Preset {
         name: "openrouter",
         url: Some("https://openrouter.ai/api/v1/key"),

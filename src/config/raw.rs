@@ -2,7 +2,7 @@
 //!
 //! Every struct denies unknown keys. Scalars that later go through `${VAR}` expansion or a
 //! unit parser stay text here, so that the validator can report them with their position.
-//! This is the only place that knows about serde_yaml.
+//! No other module imports serde_yaml.
 
 use std::fmt;
 

@@ -44,8 +44,8 @@ pub(super) fn collect(config: &Config) -> Vec<String> {
     }
 
     secrets.retain(|secret| !secret.is_empty());
-    // Longest first, so that a redactor replacing in this order never leaves the tail of a
-    // longer secret behind after replacing a shorter one inside it.
+    // Longest first: a redactor that replaces in this order cannot break up a longer secret
+    // by first replacing a shorter secret contained in it.
     secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     secrets.dedup();
     secrets

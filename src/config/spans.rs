@@ -102,7 +102,7 @@ enum Frame {
         path: String,
         /// The key just read, while its value is awaited.
         key: Option<String>,
-        /// Where the mapping started, recorded as its position only if it has no keys.
+        /// The mapping's start mark, used as its position only when it has no keys.
         start: Position,
     },
     Sequence {

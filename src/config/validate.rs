@@ -408,24 +408,24 @@ fn resolve_relative(source: &Path, path: &Path) -> PathBuf {
 
 /// Checks that `file` is PEM with at least one certificate.
 fn read_certificates(file: &Path) -> Result<(), String> {
-    let shown = file.display();
+    let file_name = file.display();
     let bytes = std::fs::read(file).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => format!(
-            "ca_file \"{shown}\" not found (give the path of a PEM file of CA certificates; a relative path starts at the config file's folder)"
+            "ca_file \"{file_name}\" not found (give the path of a PEM file of CA certificates; a relative path starts at the config file's folder)"
         ),
-        _ => format!("cannot read ca_file \"{shown}\": {error}"),
+        _ => format!("cannot read ca_file \"{file_name}\": {error}"),
     })?;
 
     let mut count = 0;
     for certificate in CertificateDer::pem_slice_iter(&bytes) {
         if let Err(error) = certificate {
-            return Err(format!("ca_file \"{shown}\" is not valid PEM: {error}"));
+            return Err(format!("ca_file \"{file_name}\" is not valid PEM: {error}"));
         }
         count += 1;
     }
     if count == 0 {
         return Err(format!(
-            "ca_file \"{shown}\" contains no certificate (expected PEM with at least one BEGIN CERTIFICATE block)"
+            "ca_file \"{file_name}\" contains no certificate (expected PEM with at least one BEGIN CERTIFICATE block)"
         ));
     }
     Ok(())
