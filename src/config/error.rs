@@ -174,6 +174,11 @@ fn reword(message: &str) -> String {
             return format!("missing key \"{key}\"");
         }
     }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        if let Some((key, _)) = rest.split_once('`') {
+            return format!("duplicate key \"{key}\" (keep one)");
+        }
+    }
     message
         .replace("expected usize", "expected a whole number")
         .replace("invalid type: unit value", "invalid type: empty value")
