@@ -1,14 +1,34 @@
 //! Configuration: monitors.yaml parsed strictly into real types.
-// INTERFACE SKETCH: the config helper owns this module and fills in loading; the public types
-// below are what the rest of the service uses. Extend them, do not rename them.
+//!
+//! Loading runs in three passes. First, yaml-rust2 scans the text for syntax errors and
+//! records the line and column of every key path. Next, serde_yaml reads the text into types
+//! that reject unknown keys and wrong types. Last, a validator expands `${VAR}`, parses
+//! units, applies provider presets and defaults, and reports every semantic problem at once. The keys are
+//! documented in CONFIGURATION.md. This module does no network I/O: it reads the config
+//! file and any `ca_file`, and nothing else.
+
+mod error;
+mod monitor;
+pub mod provider;
+mod raw;
+mod rules;
+mod secrets;
+mod spans;
+mod validate;
+mod values;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
 
 use crate::classify::{Expectation, Rule};
+
+pub use error::{ConfigError, ConfigErrors};
+
+/// Largest config file accepted, in bytes.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Default period between probes.
 pub const DEFAULT_SCHEDULE_PERIOD: Duration = Duration::from_secs(60);
@@ -48,12 +68,14 @@ pub struct Global {
 /// A network route (`routes[]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The route's unique name, used as the `route` label.
     pub name: String,
     /// Proxy URL with credentials (http, https, socks5, socks5h); `None` is direct.
     pub proxy: Option<Url>,
     /// Local address that outgoing connections bind to.
     pub source_address: Option<IpAddr>,
-    /// Extra trust roots, PEM.
+    /// Extra trust roots, PEM, with at least one certificate; a relative path in the file
+    /// is resolved against the config file's folder.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -69,6 +91,7 @@ pub enum Schedule {
 /// One endpoint to probe (`monitors[]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Monitor {
+    /// The monitor's unique name, used as the `monitor` label.
     pub name: String,
     /// The full request URL, secrets included (never log it; use `redact`).
     pub url: Url,
@@ -76,35 +99,98 @@ pub struct Monitor {
     pub method: String,
     /// Request headers, values after `${VAR}` expansion.
     pub headers: Vec<(String, String)>,
+    /// Request body, after `${VAR}` expansion.
     pub body: Option<String>,
+    /// The healthy answer: accepted statuses and whether the body must be JSON.
     pub expect: Expectation,
+    /// When the monitor runs.
     pub schedule: Schedule,
+    /// Time allowed for the whole probe; always above zero.
     pub timeout: Duration,
+    /// Body bytes read per probe; always above zero.
     pub max_body_bytes: usize,
     /// Route names this monitor runs on, already checked to exist.
     pub routes: Vec<String>,
 }
 
 impl Config {
-    /// Returns every secret value found in the config (API keys, proxy passwords, sensitive
-    /// header values, `key=` query values), for redaction.
+    /// Returns every secret value found in the config, for redaction.
+    ///
+    /// The secrets are proxy and URL passwords, as written and percent-decoded. They also
+    /// include the values of headers whose name contains auth, key, token, secret, password,
+    /// cookie, session or sig, and for `Bearer x` both the whole value and `x`. Query
+    /// parameters with such names count too, so the gemini preset's `key=` is included.
+    /// Proxy user names are not included.
+    ///
+    /// The list has no empty strings and no duplicates, and is sorted longest first.
     pub fn secrets(&self) -> Vec<String> {
-        todo!("config helper")
+        secrets::collect(self)
     }
 }
 
-/// Every problem found in a config file (STUB until the config module lands).
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join("\n"))
+/// Reads and validates the config file at `path`, expanding `${VAR}` from the process
+/// environment.
+///
+/// # Errors
+/// Returns every problem found: an unreadable or oversized file, a syntax error, an unknown
+/// key or wrong type (the first one only), or all semantic errors together.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| {
+            ConfigError::whole_file(path, format!("cannot read the config file: {error}"))
+        })?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(path, size).into());
     }
+
+    let bytes = std::fs::read(path).map_err(|error| {
+        ConfigError::whole_file(path, format!("cannot read the config file: {error}"))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        ConfigError::whole_file(
+            path,
+            format!("the file is not valid UTF-8 (first bad byte at offset {offset})"),
+        )
+    })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
 }
 
-/// Loads and validates a config file (STUB).
-pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let _ = path;
-    todo!("config helper")
+/// Validates config `text`; `source` names the file in messages and anchors relative
+/// `ca_file` paths, and `env` looks up `${VAR}` values.
+///
+/// # Errors
+/// As [`load`], minus the file reading.
+pub fn parse(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let size = text.len() as u64;
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(source, size).into());
+    }
+
+    let spans = spans::Spans::scan(text).map_err(|error| error::from_syntax(source, error))?;
+    let raw = if is_blank(text) {
+        raw::RawConfig::default()
+    } else {
+        raw::from_str(text).map_err(|error| error::from_serde(source, &spans, &error))?
+    };
+    validate::Validator::new(source, &spans, env).run(raw)
+}
+
+fn too_large(source: &Path, size: u64) -> ConfigError {
+    let message = format!(
+        "the file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB); check that the path names a monitors file"
+    );
+    ConfigError::whole_file(source, message)
+}
+
+/// Returns true when the text contains only blank lines, comments or document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line.starts_with('#') || line == "---")
 }

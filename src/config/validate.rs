@@ -1,0 +1,432 @@
+//! Semantic validation: turns the file as written into a [`Config`], collecting every
+//! problem instead of stopping at the first.
+//!
+//! Each check records an error at the key path of the value it read, and the positions come
+//! from [`Spans`]. A part with an error is dropped from the result, but its siblings are
+//! still checked, so one run reports everything that is wrong.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use url::Url;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::raw::{OneOrMany, RawConfig, RawDefaults, RawGlobal, RawRoute, Text};
+use super::spans::Spans;
+use super::values::{
+    check_name, expand_env, parse_duration, parse_schedule, parse_size, parse_status,
+};
+use super::{
+    Config, DEFAULT_CONCURRENCY, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SCHEDULE_PERIOD, DEFAULT_TIMEOUT, Global, Route, Schedule,
+};
+
+/// The name of the route used when the file lists none.
+pub(super) const IMPLICIT_ROUTE: &str = "direct";
+
+/// Proxy URL schemes that the route module can build a client for.
+const PROXY_SCHEMES: &[&str] = &["http", "https", "socks5", "socks5h"];
+
+/// Values from `defaults:` that monitors inherit.
+pub(super) struct Defaults {
+    pub schedule: Schedule,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// Collects errors while reading one file.
+pub(super) struct Validator<'a> {
+    source: &'a Path,
+    spans: &'a Spans,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(
+        source: &'a Path,
+        spans: &'a Spans,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        Validator {
+            source,
+            spans,
+            env,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Validates the whole file; returns every error, sorted by position, if any.
+    pub fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let global = self.global(raw.global.unwrap_or_default());
+        let defaults = self.defaults(raw.defaults.unwrap_or_default());
+
+        let raw_routes = raw.routes.unwrap_or_default();
+        let route_names = self.route_names(&raw_routes);
+        let routes = self.routes(&raw_routes);
+
+        let raw_monitors = raw.monitors.unwrap_or_default();
+        if raw_monitors.is_empty() {
+            self.error(
+                "monitors",
+                "no monitors (add at least one under monitors:)".to_owned(),
+            );
+        }
+        let monitors = self.monitors(&raw_monitors, &defaults, &route_names);
+        let rules = self.rules(&raw.rules.unwrap_or_default());
+
+        if !self.errors.is_empty() {
+            let mut errors = self.errors;
+            errors.sort_by_key(|error| (error.line, error.column));
+            return Err(ConfigErrors { errors });
+        }
+        Ok(Config {
+            source: self.source.to_path_buf(),
+            global,
+            routes,
+            monitors,
+            rules,
+        })
+    }
+
+    // === recording errors ===
+
+    /// Records an error at the value of `path`.
+    pub(super) fn error(&mut self, path: &str, message: String) {
+        let position = self.spans.value(path);
+        self.errors
+            .push(ConfigError::at(self.source, position, path, message));
+    }
+
+    /// Records an error at the key of `path` (for problems with the key itself).
+    pub(super) fn key_error(&mut self, path: &str, message: String) {
+        let position = self.spans.key(path);
+        self.errors
+            .push(ConfigError::at(self.source, position, path, message));
+    }
+
+    /// Keeps the value of `result`, or records its error at `path`.
+    pub(super) fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.error(path, message);
+                None
+            }
+        }
+    }
+
+    /// Returns the number of errors so far, to tell whether a part added any.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    // === values ===
+
+    /// Expands `${VAR}` in a string value.
+    pub(super) fn text(&mut self, path: &str, text: &Text) -> Option<String> {
+        let result = expand_env(&text.0, self.env);
+        self.check(path, result)
+    }
+
+    /// Expands an optional value; empty results count as absent.
+    pub(super) fn optional_text(&mut self, path: &str, text: Option<&Text>) -> Option<String> {
+        let value = self.text(path, text?)?;
+        (!value.is_empty()).then_some(value)
+    }
+
+    /// Expands and checks a name used as a label.
+    pub(super) fn name(&mut self, path: &str, text: &Text) -> Option<String> {
+        let name = self.text(path, text)?;
+        self.check(path, check_name(&name).map(|()| name.clone()))
+    }
+
+    /// Records an error for every name seen before, pointing at the later one.
+    pub(super) fn reject_duplicates(&mut self, kind: &str, names: &[(String, String)]) {
+        let mut first_paths: HashMap<&str, &str> = HashMap::new();
+        for (name, path) in names {
+            match first_paths.get(name.as_str()) {
+                Some(first) => {
+                    let line = self.spans.value(first).line;
+                    self.error(
+                        path,
+                        format!("duplicate {kind} name \"{name}\" (first defined on line {line})"),
+                    );
+                }
+                None => {
+                    first_paths.insert(name, path);
+                }
+            }
+        }
+    }
+
+    pub(super) fn duration(&mut self, path: &str, text: &Text) -> Option<Duration> {
+        let value = self.text(path, text)?;
+        self.check(path, parse_duration(&value))
+    }
+
+    pub(super) fn size(&mut self, path: &str, text: &Text) -> Option<usize> {
+        let value = self.text(path, text)?;
+        self.check(path, parse_size(&value))
+    }
+
+    pub(super) fn schedule(&mut self, path: &str, text: &Text) -> Option<Schedule> {
+        let value = self.text(path, text)?;
+        self.check(path, parse_schedule(&value))
+    }
+
+    /// Checks that a timeout is above zero.
+    pub(super) fn timeout(&mut self, path: &str, text: &Text) -> Option<Duration> {
+        let timeout = self.duration(path, text)?;
+        if timeout.is_zero() {
+            self.error(
+                path,
+                "timeout must be greater than 0 (expected a duration such as 10s or 500ms)"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(timeout)
+    }
+
+    /// Checks that a body cap is above zero.
+    pub(super) fn max_body(&mut self, path: &str, text: &Text) -> Option<usize> {
+        let size = self.size(path, text)?;
+        if size == 0 {
+            self.error(
+                path,
+                "max_body must be greater than 0 (expected a size such as 64KiB, 1MiB or 65536)"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(size)
+    }
+
+    /// Parses status codes; paths carry `[i]` only when the file wrote a list.
+    pub(super) fn statuses(&mut self, path: &str, statuses: &OneOrMany) -> Option<Vec<u16>> {
+        if statuses.items.is_empty() {
+            self.error(
+                path,
+                "empty status list (give at least one code, or remove the key)".to_owned(),
+            );
+            return None;
+        }
+        let before = self.error_count();
+        let mut codes = Vec::new();
+        for (index, item) in statuses.items.iter().enumerate() {
+            let item_path = if statuses.single {
+                path.to_owned()
+            } else {
+                format!("{path}[{index}]")
+            };
+            let Some(value) = self.text(&item_path, item) else {
+                continue;
+            };
+            if let Some(code) = self.check(&item_path, parse_status(&value)) {
+                codes.push(code);
+            }
+        }
+        (self.error_count() == before).then_some(codes)
+    }
+
+    /// Parses an absolute http or https URL. `raw` is quoted in errors instead of the
+    /// expanded value, which may contain a key.
+    pub(super) fn http_url(&mut self, path: &str, raw: &Text, value: &str) -> Option<Url> {
+        let url = match Url::parse(value) {
+            Ok(url) => url,
+            Err(error) => {
+                let message = format!(
+                    "invalid URL \"{}\": {error} (expected an absolute http or https URL)",
+                    raw.0
+                );
+                self.error(path, message);
+                return None;
+            }
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            let message = format!(
+                "unsupported URL scheme \"{}\" in \"{}\" (use http or https)",
+                url.scheme(),
+                raw.0
+            );
+            self.error(path, message);
+            return None;
+        }
+        Some(url)
+    }
+
+    // === sections ===
+
+    fn global(&mut self, raw: RawGlobal) -> Global {
+        let mut positive = |key: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                self.error(
+                    &format!("global.{key}"),
+                    format!("{key} must be at least 1"),
+                );
+                default
+            }
+            Some(value) => value,
+            None => default,
+        };
+        Global {
+            concurrency: positive("concurrency", raw.concurrency, DEFAULT_CONCURRENCY),
+            history_size: positive("history_size", raw.history_size, DEFAULT_HISTORY_SIZE),
+        }
+    }
+
+    fn defaults(&mut self, raw: RawDefaults) -> Defaults {
+        let schedule = raw
+            .schedule
+            .and_then(|text| self.schedule("defaults.schedule", &text));
+        let timeout = raw
+            .timeout
+            .and_then(|text| self.timeout("defaults.timeout", &text));
+        let max_body_bytes = raw
+            .max_body
+            .and_then(|text| self.max_body("defaults.max_body", &text));
+        Defaults {
+            schedule: schedule.unwrap_or(Schedule::Every(DEFAULT_SCHEDULE_PERIOD)),
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+            max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        }
+    }
+
+    /// Returns the route names that monitors may use, before the routes are checked, so
+    /// that a route with a bad proxy does not also make every monitor that names it fail.
+    fn route_names(&mut self, raw_routes: &[RawRoute]) -> Vec<String> {
+        if raw_routes.is_empty() {
+            return vec![IMPLICIT_ROUTE.to_owned()];
+        }
+        let mut names: Vec<String> = Vec::new();
+        for route in raw_routes {
+            if let Ok(name) = expand_env(&route.name.0, self.env) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    fn routes(&mut self, raw_routes: &[RawRoute]) -> Vec<Route> {
+        if raw_routes.is_empty() {
+            return vec![Route {
+                name: IMPLICIT_ROUTE.to_owned(),
+                proxy: None,
+                source_address: None,
+                ca_file: None,
+            }];
+        }
+
+        let mut names = Vec::new();
+        let mut routes = Vec::new();
+        for (index, raw) in raw_routes.iter().enumerate() {
+            let path = format!("routes[{index}]");
+            let before = self.error_count();
+            let name = self.name(&format!("{path}.name"), &raw.name);
+            let proxy = self.proxy(&format!("{path}.proxy"), raw.proxy.as_ref());
+            let source_address = self.source_address(
+                &format!("{path}.source_address"),
+                raw.source_address.as_ref(),
+            );
+            let ca_file = self.ca_file(&format!("{path}.ca_file"), raw.ca_file.as_ref());
+
+            if let Some(name) = name {
+                names.push((name.clone(), format!("{path}.name")));
+                if self.error_count() == before {
+                    routes.push(Route {
+                        name,
+                        proxy,
+                        source_address,
+                        ca_file,
+                    });
+                }
+            }
+        }
+        self.reject_duplicates("route", &names);
+        routes
+    }
+
+    fn proxy(&mut self, path: &str, raw: Option<&Text>) -> Option<Url> {
+        let raw = raw?;
+        let value = self.optional_text(path, Some(raw))?;
+        let url = match Url::parse(&value) {
+            Ok(url) => url,
+            Err(error) => {
+                let message = format!(
+                    "invalid proxy URL \"{}\": {error} (expected a URL such as socks5h://user:password@127.0.0.1:1080)",
+                    raw.0
+                );
+                self.error(path, message);
+                return None;
+            }
+        };
+        if !PROXY_SCHEMES.contains(&url.scheme()) {
+            let message = format!(
+                "unsupported proxy scheme \"{}\" (use http, https, socks5 or socks5h)",
+                url.scheme()
+            );
+            self.error(path, message);
+            return None;
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            self.error(path, format!("proxy URL \"{}\" has no host (expected a URL such as socks5h://127.0.0.1:1080)", raw.0));
+            return None;
+        }
+        Some(url)
+    }
+
+    fn source_address(&mut self, path: &str, raw: Option<&Text>) -> Option<IpAddr> {
+        let value = self.optional_text(path, raw)?;
+        let parsed = value.parse::<IpAddr>().map_err(|_| {
+            format!("invalid source_address \"{value}\" (expected an IP address such as 192.0.2.10 or 2001:db8::1)")
+        });
+        self.check(path, parsed)
+    }
+
+    fn ca_file(&mut self, path: &str, raw: Option<&Text>) -> Option<PathBuf> {
+        let value = self.optional_text(path, raw)?;
+        let file = resolve_relative(self.source, Path::new(&value));
+        let result = read_certificates(&file).map(|()| file);
+        self.check(path, result)
+    }
+}
+
+/// Resolves `path` against the folder of the config file unless it is absolute.
+fn resolve_relative(source: &Path, path: &Path) -> PathBuf {
+    match source.parent() {
+        Some(folder) if path.is_relative() => folder.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Checks that `file` is PEM with at least one certificate.
+fn read_certificates(file: &Path) -> Result<(), String> {
+    let file_name = file.display();
+    let bytes = std::fs::read(file).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "ca_file \"{file_name}\" not found (give the path of a PEM file of CA certificates; a relative path starts at the config file's folder)"
+        ),
+        _ => format!("cannot read ca_file \"{file_name}\": {error}"),
+    })?;
+
+    let mut count = 0;
+    for certificate in CertificateDer::pem_slice_iter(&bytes) {
+        if let Err(error) = certificate {
+            return Err(format!("ca_file \"{file_name}\" is not valid PEM: {error}"));
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!(
+            "ca_file \"{file_name}\" contains no certificate (expected PEM with at least one BEGIN CERTIFICATE block)"
+        ));
+    }
+    Ok(())
+}
