@@ -317,7 +317,7 @@ async fn upstream_hold_never_answers() {
 
     let error = client.get(upstream.url("/hang")).send().await.unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
-    // The request was read and recorded even though it got no answer.
+    // The request was read and recorded even though it got no response.
     assert_eq!(upstream.requests()[0].path, "/hang");
 }
 
@@ -347,10 +347,9 @@ async fn upstream_slow_body_trickles() {
     let body = response.text().await.unwrap();
     let body_after = started.elapsed();
 
-    assert!(
-        headers_after < Duration::from_millis(100),
-        "{headers_after:?}"
-    );
+    // The four parts arrive 100 ms apart after the headers, so the body ends well after them.
+    let body_time = body_after - headers_after;
+    assert!(body_time >= Duration::from_millis(300), "{body_time:?}");
     assert!(body_after >= Duration::from_millis(400), "{body_after:?}");
     assert_eq!(body, MODELS);
 }

@@ -1,4 +1,4 @@
-//! Loopback port helpers: free and closed ports, a listener that never answers, and a wait
+//! Loopback port helpers: free and closed ports, a listener that never responds, and a wait
 //! for a port to accept connections.
 
 use std::io::ErrorKind;
@@ -42,7 +42,7 @@ pub fn wait_until_accepting(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
-/// A TCP listener on 127.0.0.1 that accepts connections and holds them open without reading
+/// A TCP listener on 127.0.0.1 that accepts connections and keeps them open without reading
 /// or writing a byte, so a client sees the connection succeed and then waits forever for a
 /// TLS handshake or an HTTP response. Connections close when the listener is dropped.
 pub struct SilentListener {
@@ -77,17 +77,17 @@ impl SilentListener {
         }
     }
 
-    /// The listening address.
+    /// Returns the listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The listening port.
+    /// Returns the listening port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    /// The number of connections accepted so far.
+    /// Returns the number of connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -104,11 +104,11 @@ impl Drop for SilentListener {
 }
 
 fn hold_connections(listener: TcpListener, accepted: &AtomicUsize, stop: &AtomicBool) {
-    let mut held = Vec::new();
+    let mut open_streams = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
-                held.push(stream);
+                open_streams.push(stream);
                 accepted.fetch_add(1, Ordering::SeqCst);
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {

@@ -13,8 +13,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Finds `name` in the directories of PATH.
 ///
-/// Panics with a message that says to run scripts/test, which installs the test tools, when
-/// the binary is missing. Tests that need it must fail rather than skip silently.
+/// Panics when the binary is missing, with a message telling the reader to run scripts/test,
+/// which installs the test tools. Tests that need a tool fail rather than skip silently.
 pub fn find_binary(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -45,7 +45,7 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Wraps `child`; `name` appears in panic messages.
+    /// Wraps `child`. The `name` appears in panic messages.
     pub fn new(name: &str, child: Child) -> ChildGuard {
         ChildGuard {
             name: name.to_string(),
@@ -53,7 +53,7 @@ impl ChildGuard {
         }
     }
 
-    /// The process id.
+    /// Returns the process id.
     pub fn id(&self) -> u32 {
         self.child().id()
     }
@@ -119,10 +119,10 @@ impl Drop for ChildGuard {
 
 fn send_signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("process ids fit in pid_t");
-    // SAFETY: kill(2) only sends a signal; the pid is our own unreaped child, so it cannot
-    // have been reused by another process.
-    let result = unsafe { libc::kill(pid, signal) };
-    // ESRCH cannot happen for an unreaped child; any failure surfaces as a missed exit that
-    // the SIGKILL fallback handles.
-    let _ = result;
+    // SAFETY: kill(2) only sends a signal. The pid belongs to our own unreaped child, so no
+    // other process can have reused it. A failed kill shows up as a missed exit, which the
+    // SIGKILL fallback handles, so its result is ignored.
+    unsafe {
+        libc::kill(pid, signal);
+    }
 }

@@ -35,7 +35,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A running tinyproxy. Its generated config listens on 127.0.0.1, binds outgoing connections
 /// to the egress address, allows only clients from 127.0.0.1, and has no `ConnectPort` line,
-/// so CONNECT reaches any port (Debian's packaged config allows only 443 and 563).
+/// so CONNECT reaches any port. With one or more `ConnectPort` lines (Debian 12's
+/// /etc/tinyproxy/tinyproxy.conf has 443 and 563 commented out), CONNECT to any other port
+/// gets a 403 from tinyproxy.
 pub struct Tinyproxy {
     process: ChildGuard,
     port: u16,
@@ -73,17 +75,17 @@ impl Tinyproxy {
         Tinyproxy { process, port, dir }
     }
 
-    /// The listening address, 127.0.0.1 and the port.
+    /// Returns the listening address, 127.0.0.1 and the port.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The listening port.
+    /// Returns the listening port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The proxy URL for a route or a client: `http://127.0.0.1:PORT`.
+    /// Returns the proxy URL for a route or a client: `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -101,8 +103,9 @@ impl Tinyproxy {
 }
 
 fn tinyproxy_config(port: u16, egress: &str, dir: &Path) -> String {
-    // Allow lists clients by source address; a client bound to another loopback address gets
-    // tinyproxy's 403 "Access denied" page. Without a ConnectPort line every port is allowed.
+    // Allow lists clients by source address, so a client bound to another loopback address
+    // gets tinyproxy's 403 "Access denied" page. Without a ConnectPort line every port is
+    // allowed.
     format!(
         "Port {port}\n\
          Listen 127.0.0.1\n\
@@ -169,17 +172,17 @@ impl Microsocks {
         }
     }
 
-    /// The listening address, 127.0.0.1 and the port.
+    /// Returns the listening address, 127.0.0.1 and the port.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The listening port.
+    /// Returns the listening port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The proxy URL with the server's credentials and remote name resolution:
+    /// Returns the proxy URL with the server's credentials and remote name resolution:
     /// `socks5h://USER:PASSWORD@127.0.0.1:PORT`. Credentials are inserted as given, so they
     /// must not contain characters that URLs reserve.
     pub fn url(&self) -> String {
@@ -191,7 +194,7 @@ impl Microsocks {
         )
     }
 
-    /// The proxy URL with another scheme (`socks5`, `socks5h`) and other credentials, for
+    /// Returns the proxy URL with another scheme (`socks5`, `socks5h`) and other credentials, for
     /// example a wrong password.
     pub fn url_with(&self, scheme: &str, credentials: Option<(&str, &str)>) -> String {
         match credentials {
@@ -202,7 +205,7 @@ impl Microsocks {
         }
     }
 
-    /// What microsocks wrote to stdout and stderr so far, for failure messages.
+    /// Returns what microsocks wrote to stdout and stderr so far, for failure messages.
     pub fn output(&self) -> String {
         read_output(self.dir.path())
     }

@@ -2,7 +2,7 @@
 //!
 //! [`Service::start`] writes a config to a temporary directory, starts
 //! `routewatch --config FILE --listen 127.0.0.1:PORT` on a free port with stdout and stderr
-//! captured to files, and waits until `GET /healthz` answers 200. [`run`] runs a one-shot
+//! captured to files, and waits until `GET /healthz` returns 200. [`run`] runs a one-shot
 //! command such as `routewatch check` to completion. The HTTP helpers here are blocking and
 //! use plain `std::net`, so they work from sync and async tests alike (an async test blocks
 //! its runtime for the duration of a call).
@@ -19,7 +19,7 @@ use tempfile::TempDir;
 use super::net::free_port;
 use super::process::ChildGuard;
 
-/// How long routewatch may take to answer `GET /healthz` with 200 after it starts.
+/// How long routewatch may take after it starts until `GET /healthz` returns 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect, read and write timeout of one request from [`http_get`].
@@ -45,7 +45,7 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    /// The first value of header `name` (case-insensitive), if present.
+    /// Returns the first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -165,18 +165,18 @@ impl Service {
 
         self.process.stop();
         panic!(
-            "routewatch did not answer GET /healthz with 200 within {READY_TIMEOUT:?} \
+            "routewatch did not return 200 for GET /healthz within {READY_TIMEOUT:?} \
              (last result: {last_error})\nstderr:\n{}",
             self.stderr()
         );
     }
 
-    /// The listening address.
+    /// Returns the listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The URL of `path` on the service: `http://127.0.0.1:PORT/path`.
+    /// Returns the URL of `path` on the service: `http://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -187,7 +187,7 @@ impl Service {
         self.dir.path().join("monitors.yaml")
     }
 
-    /// The service's temporary directory, removed when the service is dropped.
+    /// Returns the service's temporary directory, removed when the service is dropped.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -212,12 +212,12 @@ impl Service {
         })
     }
 
-    /// What routewatch wrote to stdout so far.
+    /// Returns what routewatch wrote to stdout so far.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
     }
 
-    /// What routewatch wrote to stderr so far.
+    /// Returns what routewatch wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }

@@ -1,6 +1,6 @@
 //! A throwaway certificate authority for the test upstreams.
 //!
-//! [`TestCa`] holds a CA certificate and one leaf certificate signed by it. The leaf names
+//! [`TestCa`] contains a CA certificate and one leaf certificate signed by it. The leaf names
 //! `localhost` and the loopback addresses 127.0.0.1 to 127.0.0.9, so a TLS client that trusts
 //! the CA accepts the upstream under any of those names. The leaf is not a CA itself, because
 //! rustls rejects a CA certificate presented as a server certificate. The CA PEM lives in a
@@ -93,17 +93,17 @@ impl TestCa {
         &self.ca_file
     }
 
-    /// The CA certificate in PEM form.
+    /// Returns the CA certificate in PEM form.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
-    /// The CA certificate in DER form.
+    /// Returns the CA certificate in DER form.
     pub fn ca_der(&self) -> &CertificateDer<'static> {
         &self.ca_der
     }
 
-    /// The leaf certificate in DER form.
+    /// Returns the leaf certificate in DER form.
     pub fn leaf_der(&self) -> &CertificateDer<'static> {
         &self.leaf_der
     }
@@ -137,13 +137,13 @@ impl TestCa {
         Arc::new(config)
     }
 
-    /// The CA as a reqwest certificate, for `ClientBuilder::tls_certs_only`.
+    /// Returns the CA as a reqwest certificate, for `ClientBuilder::tls_certs_only`.
     pub fn reqwest_certificate(&self) -> reqwest::Certificate {
         reqwest::Certificate::from_der(&self.ca_der).expect("the test CA DER parses")
     }
 }
 
-/// The ring crypto provider, chosen explicitly for every rustls config built here.
+/// Returns the ring crypto provider, chosen explicitly for every rustls config built here.
 pub fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -1,4 +1,4 @@
-//! Response bodies shaped like the real providers' answers, for scripting the upstream.
+//! Response bodies shaped like the real providers' responses, for scripting the upstream.
 //! They are short stand-ins written for these tests, with the fields and markers that the
 //! classifier looks at.
 

@@ -1,7 +1,7 @@
-//! A scriptable HTTP and HTTPS server that stands in for a provider's API.
+//! A scriptable HTTP and HTTPS server that replaces a provider's API in tests.
 //!
-//! Tests describe answers by path and, per path, by the client's source address, so the same
-//! URL answers differently through proxies whose outgoing side binds 127.0.0.2 or 127.0.0.3:
+//! Tests script responses by path and, per path, by the client's source address, so the same
+//! URL responds differently through proxies whose outgoing side binds 127.0.0.2 or 127.0.0.3:
 //!
 //! ```ignore
 //! let upstream = Upstream::start(
@@ -14,7 +14,7 @@
 //! ```
 //!
 //! The server listens on 127.0.0.1 on a free port, speaks HTTP/1.1 only, and runs on its own
-//! thread and tokio runtime, so it keeps answering while a test blocks. Every request is
+//! thread and tokio runtime, so it keeps responding while a test blocks. Every request is
 //! recorded before it is answered. A path with no route gets a 404 JSON error.
 
 pub mod bodies;
@@ -44,7 +44,7 @@ use super::tls::TestCa;
 /// How often [`Upstream::wait_for_requests`] checks the record.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Scripted answers by path. [`Routes::for_source`] adds a per-source override to the route
+/// Scripted responses by path. [`Routes::for_source`] adds a per-source override to the route
 /// added last.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
@@ -59,12 +59,12 @@ struct Route {
 }
 
 impl Routes {
-    /// An empty set: every path gets a 404.
+    /// Builds an empty set: every path gets a 404.
     pub fn new() -> Routes {
         Routes::default()
     }
 
-    /// Answers requests for `path` (matched exactly, without the query) with `reply`.
+    /// Responds to requests for `path` (matched exactly, without the query) with `reply`.
     /// A later route for the same path replaces the earlier one.
     pub fn route(mut self, path: &str, reply: Reply) -> Routes {
         self.routes.retain(|route| route.path != path);
@@ -76,7 +76,7 @@ impl Routes {
         self
     }
 
-    /// Answers requests from source address `ip` to the route added last with `reply`.
+    /// Responds with `reply` to requests from source address `ip` for the route added last.
     ///
     /// Panics if no route was added yet or `ip` is not an IP address.
     pub fn for_source(mut self, ip: &str, reply: Reply) -> Routes {
@@ -118,7 +118,7 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// The first value of header `name` (case-insensitive), if present.
+    /// Returns the first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -188,33 +188,34 @@ impl Upstream {
         }
     }
 
-    /// The listening address (127.0.0.1 and the port).
+    /// Returns the listening address (127.0.0.1 and the port).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The listening port.
+    /// Returns the listening port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    /// The URL of `path` on this upstream, with host 127.0.0.1: `https://127.0.0.1:PORT/path`.
+    /// Returns the URL of `path` on this upstream with host 127.0.0.1, such as
+    /// `https://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         self.url_with_host("127.0.0.1", path)
     }
 
-    /// The URL of `path` with another host name that reaches 127.0.0.1, such as `localhost`.
-    /// The leaf certificate names `localhost` and 127.0.0.1 to 127.0.0.9.
+    /// Returns the URL of `path` with another host name that reaches 127.0.0.1, such as
+    /// `localhost`. The leaf certificate names `localhost` and 127.0.0.1 to 127.0.0.9.
     pub fn url_with_host(&self, host: &str, path: &str) -> String {
         format!("{}://{host}:{}{path}", self.scheme, self.port())
     }
 
-    /// Replaces the scripted answers; requests that arrive afterwards use the new ones.
+    /// Replaces the scripted responses. Requests that arrive afterwards use the new ones.
     pub fn set_routes(&self, routes: Routes) {
         *lock(&self.shared.routes) = routes;
     }
 
-    /// Every request received so far, in arrival order.
+    /// Returns every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
     }
@@ -244,8 +245,8 @@ impl Upstream {
         }
     }
 
-    /// The number of TLS handshakes that failed, for example because the client did not
-    /// trust the test CA.
+    /// Returns the number of TLS handshakes that failed, for example because the client did
+    /// not trust the test CA.
     pub fn handshake_failures(&self) -> usize {
         self.shared.handshake_failures.load(Ordering::SeqCst)
     }

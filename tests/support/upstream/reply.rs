@@ -44,7 +44,7 @@ enum Mode {
 }
 
 impl Reply {
-    /// A response with `status`, no headers and an empty body.
+    /// Builds a response with `status`, no headers and an empty body.
     ///
     /// Panics if `status` is not a valid HTTP status code.
     pub fn new(status: u16) -> Reply {
@@ -58,34 +58,34 @@ impl Reply {
         }
     }
 
-    /// A response with an `application/json` body.
+    /// Builds a response with an `application/json` body.
     pub fn json(status: u16, body: &str) -> Reply {
         Reply::new(status)
             .header("content-type", "application/json")
             .body(Bytes::copy_from_slice(body.as_bytes()))
     }
 
-    /// A response with a `text/html; charset=utf-8` body.
+    /// Builds a response with a `text/html; charset=utf-8` body.
     pub fn html(status: u16, body: &str) -> Reply {
         Reply::new(status)
             .header("content-type", "text/html; charset=utf-8")
             .body(Bytes::copy_from_slice(body.as_bytes()))
     }
 
-    /// A response with a `text/plain; charset=utf-8` body.
+    /// Builds a response with a `text/plain; charset=utf-8` body.
     pub fn text(status: u16, body: &str) -> Reply {
         Reply::new(status)
             .header("content-type", "text/plain; charset=utf-8")
             .body(Bytes::copy_from_slice(body.as_bytes()))
     }
 
-    /// A 401 with an OpenAI-style `invalid_api_key` JSON error.
+    /// Builds a 401 with an OpenAI-style `invalid_api_key` JSON error.
     pub fn unauthorized() -> Reply {
         Reply::json(401, bodies::OPENAI_INVALID_KEY)
     }
 
-    /// A request that is read and recorded but never answered: no status line, no headers.
-    /// The connection stays open until the upstream is dropped.
+    /// Builds a reply that never comes: the request is read and recorded, but no status line
+    /// or header is sent. The connection stays open until the upstream is dropped.
     pub fn hold() -> Reply {
         Reply {
             mode: Mode::Hold,
@@ -93,8 +93,8 @@ impl Reply {
         }
     }
 
-    /// A 200 `application/json` response whose body is a JSON object of exactly `len` bytes,
-    /// streamed in 64 KiB chunks with a `content-length` header.
+    /// Builds a 200 `application/json` response whose body is a JSON object of exactly `len`
+    /// bytes, streamed in 64 KiB chunks with a `content-length` header.
     ///
     /// Panics if `len` is below 10, the size of the smallest such object.
     pub fn huge(len: usize) -> Reply {
@@ -150,7 +150,7 @@ impl Reply {
         self
     }
 
-    /// The status code.
+    /// Returns the status code.
     pub fn status(&self) -> u16 {
         self.status.as_u16()
     }
