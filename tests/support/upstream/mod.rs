@@ -36,6 +36,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
+// Re-exported so tests can write `upstream::MODELS`. A test binary that uses no body
+// constant would otherwise warn about the unused import.
+#[allow(unused_imports)]
 pub use bodies::*;
 pub use reply::{Reply, ReplyBody};
 
