@@ -6,6 +6,8 @@ mod support;
 
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use support::net::{SilentListener, closed_port};
-use support::process::find_binary;
+use support::process::{ChildGuard, STOP_GRACE, find_binary};
 use support::proxy::{MICROSOCKS_EGRESS, Microsocks, TINYPROXY_EGRESS, Tinyproxy};
 use support::service::http_get;
 use support::tls::TestCa;
@@ -457,6 +459,53 @@ fn silent_listener_accepts_and_never_writes() {
 #[should_panic(expected = "routewatch-no-such-tool not found on PATH; run scripts/test")]
 fn find_binary_missing_panics_with_fix() {
     find_binary("routewatch-no-such-tool");
+}
+
+#[test]
+fn child_guard_stop_sends_sigterm() {
+    let child = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut guard = ChildGuard::new("sleep", child);
+
+    let started = Instant::now();
+    let status = guard.stop();
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    assert!(started.elapsed() < STOP_GRACE, "{:?}", started.elapsed());
+}
+
+#[test]
+fn child_guard_stop_kills_after_grace() {
+    // An ignored signal stays ignored across exec, so sleep itself ignores SIGTERM.
+    let child = Command::new("bash")
+        .args(["-c", "trap '' TERM; exec sleep 30"])
+        .spawn()
+        .unwrap();
+    let comm_path = format!("/proc/{}/comm", child.id());
+    let mut guard = ChildGuard::new("sleep", child);
+    // SIGTERM must arrive after the exec, when the trap is in place.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&comm_path).unwrap() != "sleep\n" {
+        assert!(Instant::now() < deadline, "bash did not exec sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let started = Instant::now();
+    let status = guard.stop();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(started.elapsed() >= STOP_GRACE, "{:?}", started.elapsed());
+}
+
+#[test]
+fn child_guard_drop_reaps_child() {
+    let child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    drop(ChildGuard::new("sleep", child));
+
+    // After the reap, the pid no longer names a process of ours.
+    let proc_path = format!("/proc/{pid}");
+    assert!(
+        !std::path::Path::new(&proc_path).exists(),
+        "{proc_path} still exists"
+    );
 }
 
 #[test]
