@@ -344,6 +344,10 @@ impl Engine {
     fn record(&self, pair: &Pair, report: &ProbeReport, verdict: Verdict, redactor: &Redactor) {
         let finished_at = SystemTime::now();
         let http_status = http_status(&report.observation);
+        let (body_bytes, body_truncated) = match &report.observation {
+            Observation::Response(response) => (response.body.len(), response.body_truncated),
+            Observation::Transport(_) => (0, false),
+        };
         let (monitor, route) = (&pair.key.0, &pair.key.1);
         self.metrics.record_probe(
             monitor,
@@ -360,6 +364,8 @@ impl Engine {
             duration: report.total,
             checked_at: finished_at,
             body_snippet: redactor.redact(&body_snippet(&report.observation, SNIPPET_CHARS)),
+            body_bytes,
+            body_truncated,
         };
         let previous = self.status.record(&pair.key, record);
         log_verdict(monitor, route, previous, &verdict, report.total);

@@ -29,6 +29,10 @@ pub struct Record {
     pub checked_at: SystemTime,
     /// The start of the body, secrets removed.
     pub body_snippet: String,
+    /// Body bytes read, at most the monitor's cap.
+    pub body_bytes: usize,
+    /// True when the body was longer than the cap and reading stopped there.
+    pub body_truncated: bool,
 }
 
 /// Fixed facts about a pair, shown beside its results.
@@ -208,6 +212,8 @@ struct PairEntry<'a> {
     duration_seconds: Option<f64>,
     checked_at: Option<String>,
     body_snippet: Option<&'a str>,
+    body_bytes: Option<usize>,
+    body_truncated: Option<bool>,
     skipped_ticks: u64,
     history: Vec<HistoryEntry<'a>>,
 }
@@ -237,6 +243,8 @@ impl<'a> PairEntry<'a> {
             duration_seconds: latest.map(|record| round_millis(record.duration)),
             checked_at: latest.map(|record| format_time(record.checked_at)),
             body_snippet: latest.map(|record| record.body_snippet.as_str()),
+            body_bytes: latest.map(|record| record.body_bytes),
+            body_truncated: latest.map(|record| record.body_truncated),
             skipped_ticks: state.skipped_ticks,
             // Newest first: the entry an operator reads first is the most recent.
             history: state
@@ -281,6 +289,8 @@ mod tests {
             duration: Duration::from_millis(1234),
             checked_at: UNIX_EPOCH + Duration::from_secs(at_secs),
             body_snippet: "{}".to_owned(),
+            body_bytes: 2,
+            body_truncated: false,
         }
     }
 
