@@ -169,12 +169,148 @@ pub struct Verdict {
     pub evidence: String,
 }
 
+mod evidence;
+mod facts;
+pub mod raw;
 mod rule;
+mod signatures;
+
+pub use evidence::MAX_EVIDENCE_CHARS;
+pub use raw::{RawResponseError, body_snippet, parse_raw_response};
 pub use rule::{Matcher, Rule};
 
-/// Classifies one observation against the monitor's expectation, trying `user_rules` before
-/// the built-in signatures.
-pub fn classify(observation: &Observation, expectation: &Expectation, user_rules: &[Rule]) -> Verdict {
-    let _ = (observation, expectation, user_rules);
-    todo!("classify helper")
+use facts::ResponseFacts;
+
+/// Classifies one observation against the monitor's expectation.
+///
+/// The order is fixed: a transport error maps straight to its class; then `user_rules` in
+/// order (the reason is the rule's id); then the built-in signature table; then the
+/// expectation (`expectation.ok`); then the fallbacks by status and body kind. The function
+/// does no I/O. Its cost is bounded by the scanned body prefix (64 KiB): the body is
+/// lowercased once, searched once for every built-in needle, and parsed as JSON at most once
+/// (only when it starts like JSON).
+pub fn classify(
+    observation: &Observation,
+    expectation: &Expectation,
+    user_rules: &[Rule],
+) -> Verdict {
+    match observation {
+        Observation::Transport(error) => classify_transport(error),
+        Observation::Response(response) => classify_response(response, expectation, user_rules),
+    }
+}
+
+/// Returns the built-in signature rows in the order [`classify`] checks them.
+pub fn builtin_rules() -> &'static [Rule] {
+    &signatures::BUILTIN.rules
+}
+
+fn classify_transport(error: &TransportError) -> Verdict {
+    let (class, reason) = match error.kind {
+        TransportKind::Timeout => (Class::Timeout, "transport.timeout"),
+        TransportKind::Dns => (Class::Dns, "transport.dns"),
+        TransportKind::Connect => (Class::Connect, "transport.connect"),
+        TransportKind::Tls => (Class::Tls, "transport.tls"),
+        TransportKind::Proxy => (Class::Proxy, "transport.proxy"),
+    };
+    Verdict {
+        class,
+        reason: Cow::Borrowed(reason),
+        evidence: evidence::finish(&error.detail),
+    }
+}
+
+fn classify_response(
+    response: &HttpResponse,
+    expectation: &Expectation,
+    user_rules: &[Rule],
+) -> Verdict {
+    let table = &*signatures::BUILTIN;
+    let facts = ResponseFacts::new(response, &table.needles);
+
+    let rules = user_rules.iter().chain(&table.rules);
+    for rule in rules {
+        if let Some(fragments) = rule.evaluate(&facts) {
+            return Verdict {
+                class: rule.class,
+                reason: rule.id.clone(),
+                evidence: evidence::response_line(response.status, &fragments),
+            };
+        }
+    }
+
+    if let Some(verdict) = check_expectation(&facts, expectation) {
+        return verdict;
+    }
+    fallback(&facts, expectation)
+}
+
+/// Returns `ok` when the status is expected and, if JSON is expected, the body is JSON.
+fn check_expectation(facts: &ResponseFacts<'_>, expectation: &Expectation) -> Option<Verdict> {
+    let status = facts.response.status;
+    if !status_expected(status, expectation) {
+        return None;
+    }
+    let fragment = if expectation.json {
+        if !facts.body_is_json() {
+            return None;
+        }
+        "JSON body".to_owned()
+    } else if facts.content_type.is_empty() {
+        "no content-type".to_owned()
+    } else {
+        format!("content-type {}", facts.content_type)
+    };
+    Some(Verdict {
+        class: Class::Ok,
+        reason: Cow::Borrowed("expectation.ok"),
+        evidence: evidence::response_line(status, &[fragment]),
+    })
+}
+
+fn status_expected(status: u16, expectation: &Expectation) -> bool {
+    if expectation.statuses.is_empty() {
+        (200..=299).contains(&status)
+    } else {
+        expectation.statuses.contains(&status)
+    }
+}
+
+/// Picks a class for a response that no rule matched and that fails the expectation.
+fn fallback(facts: &ResponseFacts<'_>, expectation: &Expectation) -> Verdict {
+    let status = facts.response.status;
+    let html_for_json = expectation.json && facts.body_is_html();
+    let (class, reason) = match status {
+        401 => (Class::Auth, "http.401"),
+        407 => (Class::Proxy, "http.407"),
+        429 => (Class::RateLimited, "http.429"),
+        500..=599 => (Class::ServerError, "http.5xx"),
+        _ if html_for_json => (Class::WafHtml, "html.instead_of_json"),
+        _ => (Class::Unexpected, "expectation.failed"),
+    };
+
+    let mut fragments = vec![evidence::summarize_body(facts)];
+    if class == Class::Unexpected || class == Class::WafHtml {
+        fragments.push(describe_expectation(expectation));
+    }
+    Verdict {
+        class,
+        reason: Cow::Borrowed(reason),
+        evidence: evidence::response_line(status, &fragments),
+    }
+}
+
+/// Describes what the monitor expected, e.g. `expected 2xx JSON`.
+fn describe_expectation(expectation: &Expectation) -> String {
+    let statuses = if expectation.statuses.is_empty() {
+        "2xx".to_owned()
+    } else {
+        let codes: Vec<String> = expectation.statuses.iter().map(u16::to_string).collect();
+        codes.join("/")
+    };
+    if expectation.json {
+        format!("expected {statuses} JSON")
+    } else {
+        format!("expected {statuses}")
+    }
 }
