@@ -296,3 +296,188 @@ pub fn body_snippet(response: &HttpResponse, max_chars: usize) -> String {
     snippet.push('…');
     snippet
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_crlf_response_reads_status_headers_body() {
+        let response =
+            parse_raw_response(b"HTTP/1.1 403 Forbidden\r\nServer: cloudflare\r\n\r\nbody\r\n")
+                .unwrap();
+        assert_eq!(response.status, 403);
+        assert_eq!(
+            response.headers,
+            [("server".to_owned(), "cloudflare".to_owned())]
+        );
+        assert_eq!(response.body, b"body\r\n");
+        assert!(!response.body_truncated);
+    }
+
+    #[test]
+    fn parse_lf_http2_response_reads_status() {
+        let response = parse_raw_response(b"HTTP/2 429\ncontent-type: text/plain\n\nslow").unwrap();
+        assert_eq!(response.status, 429);
+        assert_eq!(response.header("Content-Type"), Some("text/plain"));
+        assert_eq!(response.body, b"slow");
+    }
+
+    #[test]
+    fn parse_connect_preamble_is_skipped() {
+        let input = b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/2 451\r\n\r\n{}";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.status, 451);
+        assert_eq!(response.body, b"{}");
+    }
+
+    #[test]
+    fn parse_http10_preamble_and_100_continue_are_skipped() {
+        let input = b"HTTP/1.0 200 Connection Established\n\nHTTP/1.1 100 Continue\n\n\
+                      HTTP/1.1 200 OK\nx: 1\n\nok";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"ok");
+    }
+
+    #[test]
+    fn parse_plain_200_is_not_a_preamble() {
+        let input = b"HTTP/1.1 200 OK\n\nHTTP/1.1 is text in the body";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"HTTP/1.1 is text in the body");
+    }
+
+    #[test]
+    fn parse_chunked_body_is_decoded() {
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.body, b"Wikipedia");
+    }
+
+    #[test]
+    fn parse_already_decoded_chunked_body_is_kept() {
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{\"data\":[]}";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.body, b"{\"data\":[]}");
+    }
+
+    #[test]
+    fn parse_long_body_is_capped() {
+        let mut input = b"HTTP/1.1 200 OK\n\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_RAW_BODY_BYTES + 10));
+        let response = parse_raw_response(&input).unwrap();
+        assert_eq!(response.body.len(), MAX_RAW_BODY_BYTES);
+        assert!(response.body_truncated);
+    }
+
+    #[test]
+    fn parse_folded_header_joins_value() {
+        let input = b"HTTP/1.1 403 Forbidden\nx-note: first\n  second\n\n";
+        let response = parse_raw_response(input).unwrap();
+        assert_eq!(response.header("x-note"), Some("first second"));
+    }
+
+    #[test]
+    fn parse_headers_without_blank_line_gives_empty_body() {
+        let response =
+            parse_raw_response(b"HTTP/1.1 407 Proxy Authentication Required\nvia: x").unwrap();
+        assert_eq!(response.status, 407);
+        assert!(response.body.is_empty());
+    }
+
+    #[test]
+    fn parse_non_http_input_is_not_http_error() {
+        let error = parse_raw_response(b"<html>hello</html>").unwrap_err();
+        assert_eq!(
+            error,
+            RawResponseError::NotHttp {
+                found: "<html>hello</html>".to_owned()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "input is not an HTTP response: expected a status line such as \"HTTP/1.1 200 OK\", \
+             found \"<html>hello</html>\" (save responses with curl -si)"
+        );
+    }
+
+    #[test]
+    fn parse_empty_input_is_not_http_error() {
+        let error = parse_raw_response(b"  \n").unwrap_err();
+        assert_eq!(
+            error,
+            RawResponseError::NotHttp {
+                found: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn parse_bad_status_code_is_invalid_status_line() {
+        let error = parse_raw_response(b"HTTP/1.1 abc Nope\n\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid status line \"HTTP/1.1 abc Nope\": expected \"HTTP/<version> <3-digit code> [reason]\""
+        );
+    }
+
+    #[test]
+    fn parse_header_without_colon_is_invalid_header() {
+        let error = parse_raw_response(b"HTTP/1.1 200 OK\nno colon here\n\n").unwrap_err();
+        assert_eq!(
+            error,
+            RawResponseError::InvalidHeader {
+                line_number: 2,
+                line: "no colon here".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn parse_huge_headers_is_headers_too_large() {
+        let mut input = b"HTTP/1.1 200 OK\n".to_vec();
+        for index in 0..20_000 {
+            input.extend(format!("x-filler-{index}: {}\n", "v".repeat(20)).as_bytes());
+        }
+        let error = parse_raw_response(&input).unwrap_err();
+        assert_eq!(
+            error,
+            RawResponseError::HeadersTooLarge {
+                limit: MAX_RAW_HEADER_BYTES
+            }
+        );
+    }
+
+    #[test]
+    fn parse_invalid_utf8_header_is_lossy() {
+        let response =
+            parse_raw_response(b"HTTP/1.1 403 Forbidden\nx-odd: \xff\xfe\n\n\xff").unwrap();
+        assert_eq!(response.header("x-odd"), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(response.body, b"\xff");
+    }
+
+    #[test]
+    fn body_snippet_collapses_whitespace_and_cuts() {
+        let response = HttpResponse {
+            body: b"  <html>\n\n  <title>Hi</title>\t</html> ".to_vec(),
+            ..HttpResponse::default()
+        };
+        assert_eq!(
+            body_snippet(&response, 100),
+            "<html> <title>Hi</title> </html>"
+        );
+        assert_eq!(body_snippet(&response, 10), "<html> <t…");
+        assert_eq!(body_snippet(&response, 0), "");
+    }
+
+    #[test]
+    fn body_snippet_invalid_utf8_is_lossy() {
+        let response = HttpResponse {
+            body: b"ok \xff end".to_vec(),
+            ..HttpResponse::default()
+        };
+        assert_eq!(body_snippet(&response, 20), "ok \u{fffd} end");
+    }
+}
