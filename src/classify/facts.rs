@@ -42,7 +42,12 @@ impl<'a> ResponseFacts<'a> {
     /// Prepares `response`; `needles` is the built-in body needle index.
     pub(crate) fn new(response: &'a HttpResponse, needles: &'a NeedleIndex) -> Self {
         let scanned = &response.body[..response.body.len().min(MAX_SCAN_BYTES)];
-        let text = String::from_utf8_lossy(scanned);
+        // The standard library's validation is much faster than `from_utf8_lossy` on valid
+        // input, which is the common case.
+        let text = match std::str::from_utf8(scanned) {
+            Ok(valid) => Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(scanned),
+        };
         let lower = text.to_ascii_lowercase();
         let content_type = response
             .header("content-type")
