@@ -6,8 +6,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use routewatch::classify::{Expectation, HttpResponse, Observation, classify};
 
-/// A 64 KiB HTML 403 page whose geo-ban marker sits at the end, so every body needle is
-/// searched across the whole page.
+/// Builds a 64 KiB HTML 403 page whose geo-ban marker is at the end, so every body needle
+/// is searched across the whole page.
 fn html_page() -> Observation {
     let head = "<!DOCTYPE html><html><head><title>Unavailable</title></head><body>";
     let tail = "<p>This service is not available in your region.</p></body></html>";
@@ -33,7 +33,8 @@ fn html_page() -> Observation {
     })
 }
 
-/// A 64 KiB HTML 200 page that no rule matches, so every row runs before the fallback.
+/// Builds a 64 KiB HTML 200 page that no rule matches, so every row runs before the
+/// fallback.
 fn unmatched_html_page() -> Observation {
     let filler = "<div class=\"row\"><p>Lorem ipsum dolor sit amet.</p></div>\n";
     let mut body = String::from("<!DOCTYPE html><html><head><title>Home</title></head><body>");

@@ -105,7 +105,7 @@ fn fixtures_cover_every_response_class() {
 }
 
 #[test]
-fn fixtures_evidence_is_capped_and_has_no_cookie_values() {
+fn fixtures_evidence_capped_without_cookies() {
     for (file, _, _) in expected_rows() {
         let verdict = classify_fixture(&file);
         assert!(
@@ -132,7 +132,7 @@ fn fixtures_evidence_is_capped_and_has_no_cookie_values() {
 }
 
 #[test]
-fn trap_geo_page_with_challenge_script_is_geo_block() {
+fn trap_geo_page_with_challenge_script() {
     let verdict = classify_fixture("html-geo-with-challenge-script-403.http");
     assert_eq!(verdict.class, Class::GeoBlock);
     assert_eq!(verdict.reason, "html.region_unavailable");

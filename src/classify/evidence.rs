@@ -1,10 +1,10 @@
-//! Evidence: the one line of a verdict that tells an operator what matched. Every line is
+//! Evidence: the one line of a verdict that shows an operator what matched. Every line is
 //! capped at [`MAX_EVIDENCE_CHARS`], never repeats the value of a credential header, and has
 //! key-like tokens replaced with `[redacted]`.
 
 use super::facts::{ResponseFacts, collapse_whitespace, scalar_text, values_at};
 
-/// Longest evidence line, in characters, including the trailing ellipsis of a cut line.
+/// Maximum evidence line length in characters, including the trailing ellipsis of a cut line.
 pub const MAX_EVIDENCE_CHARS: usize = 200;
 
 /// Longest quoted body or header text inside an evidence line, in characters.

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::HttpResponse;
 use super::signatures::NeedleIndex;
 
-/// Body bytes the classifier looks at; the probe's default body cap is the same size, so a
-/// longer body only comes from a caller that built the response by hand.
+/// Maximum body bytes the classifier reads. The probe's default body cap is the same size,
+/// so only a response built by hand can be longer.
 pub(crate) const MAX_SCAN_BYTES: usize = 64 * 1024;
 
 /// String values nested inside a JSON document that are parsed as JSON in turn, at most.
@@ -88,7 +88,7 @@ impl<'a> ResponseFacts<'a> {
         cut || !self.documents().is_empty()
     }
 
-    /// Returns true when the content type says HTML or the body starts with HTML markup.
+    /// Returns true when the content type names HTML or the body starts with HTML markup.
     pub(crate) fn body_is_html(&self) -> bool {
         if self.content_type.contains("html") {
             return true;
@@ -343,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn body_is_html_by_first_tag_without_content_type() {
+    fn body_is_html_by_first_tag() {
         let response = response("", "\n  <!DOCTYPE html><html></html>");
         let facts = ResponseFacts::new(&response, &BUILTIN.needles);
         assert!(facts.body_is_html());

@@ -183,9 +183,9 @@ use facts::ResponseFacts;
 
 /// Classifies one observation against the monitor's expectation.
 ///
-/// The order is fixed: a transport error maps straight to its class; then `user_rules` in
-/// order (the reason is the rule's id); then the built-in signature table; then the
-/// expectation (`expectation.ok`); then the fallbacks by status and body kind. The function
+/// The order is fixed. A transport error maps straight to its class. Otherwise `user_rules`
+/// run in order (the reason is the rule's id), then the built-in signature table, then the
+/// expectation (`expectation.ok`), then the fallbacks by status and body kind. The function
 /// does no I/O. Its cost is bounded by the scanned body prefix (64 KiB): the body is
 /// lowercased once, searched once for every built-in needle, and parsed as JSON at most once
 /// (only when it starts like JSON).
@@ -402,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn classify_html_200_when_json_expected_is_waf_html() {
+    fn classify_html_200_is_waf_html() {
         let verdict = run(&html_response(200, "<html><title>Portal</title></html>"));
         assert_eq!(verdict.class, Class::WafHtml);
         assert_eq!(verdict.reason, "html.instead_of_json");
@@ -529,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn classify_json_status_429_without_code_is_rate_limited() {
+    fn classify_plain_429_is_rate_limited() {
         let verdict = run(&json_response(429, r#"{"error":"slow down"}"#));
         assert_eq!(verdict.class, Class::RateLimited);
         assert_eq!(verdict.reason, "http.429");

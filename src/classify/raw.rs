@@ -14,7 +14,7 @@ pub const MAX_RAW_BODY_BYTES: usize = 64 * 1024;
 /// Largest header section accepted, in bytes, counted over all response blocks.
 pub const MAX_RAW_HEADER_BYTES: usize = 256 * 1024;
 
-/// Why a byte string is not a usable HTTP response.
+/// An error for a byte string that is not a usable HTTP response.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RawResponseError {
     /// The input does not start with an HTTP status line.
@@ -86,7 +86,7 @@ struct Block {
 
 impl Block {
     /// Returns true for a block that precedes the real response: an interim 1xx, or the
-    /// proxy's answer to CONNECT.
+    /// proxy's reply to CONNECT.
     fn is_preamble(&self) -> bool {
         let tunnel = self.status == 200
             && self

@@ -40,7 +40,7 @@ pub enum Matcher {
     JsonBody,
     /// The body is empty or only whitespace.
     EmptyBody,
-    /// At least one of these matchers holds; the first that holds gives the evidence.
+    /// At least one of these matchers matches; the first match gives the evidence.
     AnyOf(Vec<Matcher>),
 }
 
@@ -55,8 +55,8 @@ pub struct Rule {
     pub when: Vec<Matcher>,
 }
 
-/// What a matcher found: `None` when it does not hold, otherwise an evidence fragment that
-/// is empty when the status line already says it all.
+/// The result of one matcher: `None` when it does not match, otherwise an evidence fragment,
+/// empty when the status line already covers it.
 pub(crate) type Finding = Option<String>;
 
 impl Rule {
@@ -66,7 +66,7 @@ impl Rule {
         let mut fragments = Vec::new();
         for matcher in &self.when {
             let fragment = matcher.evaluate(facts)?;
-            // HtmlBody and HtmlTitle can both name the title; say it once.
+            // HtmlBody and HtmlTitle can both name the title, so keep one copy.
             if !fragment.is_empty() && !fragments.contains(&fragment) {
                 fragments.push(fragment);
             }

@@ -62,8 +62,8 @@ fn builtin_rules() -> Vec<Rule> {
     rules
 }
 
-/// The route's proxy answered itself. These come first because a proxy's page hides
-/// whatever the endpoint would have said.
+/// Pages that the route's proxy sent itself. These come first because a proxy's page hides
+/// whatever the endpoint would have returned.
 fn proxy_rules() -> Vec<Rule> {
     vec![
         rule("squid.error_page", Proxy, vec![header("x-squid-error")]),
@@ -129,8 +129,7 @@ fn provider_geo_rules() -> Vec<Rule> {
                 body("not allowed from unsupported countries"),
             ],
         ),
-        // Gemini answers 400 for both a bad key and a refused location; the body tells them
-        // apart.
+        // Gemini returns 400 for both a bad key and a refused location, so the body decides.
         rule(
             "gemini.location",
             GeoBlock,
@@ -254,7 +253,7 @@ fn provider_auth_rules() -> Vec<Rule> {
             Auth,
             vec![status(&[402]), body("insufficient balance")],
         ),
-        // Payment Required is billing whatever the body says.
+        // Payment Required is billing whatever the body contains.
         rule("http.402", Auth, vec![status(&[402])]),
     ]
 }
@@ -472,8 +471,8 @@ fn other_block_rules() -> Vec<Rule> {
                     .collect()),
             ],
         ),
-        // An empty 403 carrying a CDN's headers came from the edge: the API itself always
-        // explains a refusal in its body.
+        // An empty 403 carrying a CDN's headers came from the edge, because the provider APIs
+        // in the table explain a refusal in their body.
         rule(
             "cdn.empty_403",
             WafHtml,
@@ -576,7 +575,8 @@ fn any(choices: Vec<Matcher>) -> Matcher {
     Matcher::AnyOf(choices)
 }
 
-/// Every body needle of the built-in table and a searcher that finds them all in one pass.
+/// Every body needle of the built-in table and the searchers that find them, one pass per
+/// group of needles.
 pub(crate) struct NeedleIndex {
     positions: HashMap<String, usize>,
     /// For each needle, the needles it contains (itself included): a match of the longer
@@ -706,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn needle_scan_overlapping_needles_all_found() {
+    fn needle_scan_overlapping_needles_found() {
         // "error code: 1020" and "cf-error-code\">1020" share text with other needles; a
         // body holding many needles at once must report each of them.
         let body = "x error code: 1020 error code: 1015 banned the country or region \
@@ -720,7 +720,7 @@ mod tests {
     }
 
     #[test]
-    fn needle_scan_prefix_needle_found_inside_longer_one() {
+    fn needle_scan_prefix_inside_longer_needle() {
         let rules = vec![rule(
             "test.prefix",
             WafHtml,

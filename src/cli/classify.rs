@@ -14,7 +14,7 @@ use crate::classify::{self, Expectation, Observation, Rule, Verdict};
 /// the 64 KiB the classifier looks at.
 pub const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// How `classify` prints its results.
+/// The output format of `routewatch classify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// One line per file: `FILE: class reason — evidence`.
@@ -24,7 +24,7 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Why the command stopped before it went through every file.
+/// An error that stops the command before it has gone through every file.
 #[derive(Debug, Error)]
 pub enum ClassifyCommandError {
     /// Writing a result line failed.
@@ -35,8 +35,8 @@ pub enum ClassifyCommandError {
 /// Classifies each file (`-` is standard input) against the default expectation (2xx JSON)
 /// and `user_rules`, writing one line per file to `out`.
 ///
-/// Returns whether every file was read and parsed; a file that was not is reported on its
-/// own line and the command goes on with the next one.
+/// Returns whether every file was read and parsed. A file that failed gets an error line,
+/// and the command goes on with the next one.
 ///
 /// # Errors
 ///
