@@ -187,7 +187,7 @@ use facts::ResponseFacts;
 /// run in order (the reason is the rule's id), then the built-in signature table, then the
 /// expectation (`expectation.ok`), then the fallbacks by status and body kind. The function
 /// does no I/O. Its cost is bounded by the scanned body prefix (64 KiB): the body is
-/// lowercased once, searched once for every built-in needle, and parsed as JSON at most once
+/// lowercased once, searched once per group of built-in needles, and parsed as JSON at most once
 /// (only when it starts like JSON).
 pub fn classify(
     observation: &Observation,
