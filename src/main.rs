@@ -65,8 +65,7 @@ fn classify(cli: &Cli, args: &cli::ClassifyArgs, out: &mut dyn Write) -> anyhow:
         }
         None => Vec::new(),
     };
-    let _ = (args, &rules, out);
-    anyhow::bail!("classify is not wired yet")
+    Ok(cli::classify::run(&args.files, args.format, &rules, out)?)
 }
 
 /// Sends `tracing` output to stderr, filtered by RUST_LOG (default: info).

@@ -577,25 +577,12 @@ fn http_status(observation: &Observation) -> u16 {
     }
 }
 
-/// Returns the start of the body as one line of text: lossy UTF-8, whitespace collapsed.
+/// Returns the start of the body as one line of text, or nothing for a transport failure.
+/// Secrets are not removed here: redact before showing.
 pub fn body_snippet(observation: &Observation, max_chars: usize) -> String {
-    let Observation::Response(response) = observation else {
-        return String::new();
-    };
-    let text = String::from_utf8_lossy(&response.body);
-    let mut snippet = String::with_capacity(max_chars.min(text.len()));
-    for word in text.split_whitespace() {
-        if !snippet.is_empty() {
-            snippet.push(' ');
-        }
-        snippet.push_str(word);
-        if snippet.chars().count() >= max_chars {
-            break;
-        }
-    }
-    match snippet.char_indices().nth(max_chars) {
-        Some((cut, _)) => snippet[..cut].to_owned(),
-        None => snippet,
+    match observation {
+        Observation::Response(response) => classify::body_snippet(response, max_chars),
+        Observation::Transport(_) => String::new(),
     }
 }
 

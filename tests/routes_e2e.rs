@@ -27,7 +27,10 @@ fn wait_for_verdicts(service: &Service, expected_pairs: usize) -> Vec<Value> {
         let (status, body) = service.get("/status");
         assert_eq!(status, 200, "GET /status: {body}");
         let document: Value = serde_json::from_str(&body).expect("/status is JSON");
-        let pairs = document["pairs"].as_array().expect("pairs is an array").clone();
+        let pairs = document["pairs"]
+            .as_array()
+            .expect("pairs is an array")
+            .clone();
         let done = pairs.iter().filter(|pair| !pair["class"].is_null()).count();
         if pairs.len() == expected_pairs && done == expected_pairs {
             return pairs;
@@ -62,12 +65,18 @@ fn monitor_class_differs_by_route() {
         ca,
         Routes::new()
             .route("/v1/models", Reply::json(200, MODELS))
-            .for_source(TINYPROXY_EGRESS, Reply::json(403, OPENAI_UNSUPPORTED_REGION))
+            .for_source(
+                TINYPROXY_EGRESS,
+                Reply::json(403, OPENAI_UNSUPPORTED_REGION),
+            )
             .for_source(MICROSOCKS_EGRESS, Reply::html(403, CLOUDFLARE_BLOCK_HTML)),
     );
     let tinyproxy = Tinyproxy::start();
     let microsocks = Microsocks::start(SOCKS_USER, SOCKS_PASSWORD);
-    let dead_proxy = format!("socks5h://{SOCKS_USER}:{SOCKS_PASSWORD}@127.0.0.1:{}", closed_port());
+    let dead_proxy = format!(
+        "socks5h://{SOCKS_USER}:{SOCKS_PASSWORD}@127.0.0.1:{}",
+        closed_port()
+    );
     let ca_file = ca.ca_file().display().to_string();
     let config = format!(
         r#"
@@ -120,9 +129,15 @@ monitors:
     let geo = pair(&pairs, "api", "via-http");
     assert_eq!(geo["class"], "geo_block");
     assert_eq!(geo["http_status"], 403);
-    assert_eq!(geo["proxy"], tinyproxy.url().trim_end_matches('/').to_owned() + "/");
+    assert_eq!(
+        geo["proxy"],
+        tinyproxy.url().trim_end_matches('/').to_owned() + "/"
+    );
     assert!(
-        geo["evidence"].as_str().unwrap().contains("unsupported_country_region_territory"),
+        geo["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported_country_region_territory"),
         "evidence: {}",
         geo["evidence"]
     );
@@ -132,7 +147,10 @@ monitors:
     assert_eq!(waf["http_status"], 403);
     assert_eq!(
         waf["proxy"],
-        format!("socks5h://{SOCKS_USER}:[REDACTED]@127.0.0.1:{}", microsocks.port())
+        format!(
+            "socks5h://{SOCKS_USER}:[REDACTED]@127.0.0.1:{}",
+            microsocks.port()
+        )
     );
 
     let dead = pair(&pairs, "api", "dead-proxy");
@@ -140,27 +158,72 @@ monitors:
     assert_eq!(dead["http_status"], 0);
     assert_eq!(dead["body_snippet"], "");
 
-    let sources: Vec<String> = upstream.requests().iter().map(|request| request.source_ip.to_string()).collect();
+    let sources: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|request| request.source_ip.to_string())
+        .collect();
     for expected in ["127.0.0.1", TINYPROXY_EGRESS, MICROSOCKS_EGRESS] {
-        assert!(sources.iter().any(|source| source == expected), "no request from {expected}: {sources:?}");
+        assert!(
+            sources.iter().any(|source| source == expected),
+            "no request from {expected}: {sources:?}"
+        );
     }
 
     let (_, metrics) = service.get("/metrics");
-    assert_line(&metrics, r#"routewatch_probe_success{monitor="api",route="direct"} 1"#);
-    assert_line(&metrics, r#"routewatch_probe_success{monitor="api",route="via-http"} 0"#);
-    assert_line(&metrics, r#"routewatch_probe_class{class="geo_block",monitor="api",route="via-http"} 1"#);
-    assert_line(&metrics, r#"routewatch_probe_class{class="ok",monitor="api",route="via-http"} 0"#);
-    assert_line(&metrics, r#"routewatch_probe_class{class="waf_html",monitor="api",route="via-socks"} 1"#);
-    assert_line(&metrics, r#"routewatch_probe_class{class="proxy",monitor="api",route="dead-proxy"} 1"#);
-    assert_line(&metrics, r#"routewatch_probe_http_status_code{monitor="api",route="via-socks"} 403"#);
-    assert_line(&metrics, r#"routewatch_probe_http_status_code{monitor="api",route="dead-proxy"} 0"#);
-    assert_line(&metrics, r#"routewatch_probe_interval_seconds{monitor="api",route="direct"} 2"#);
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_success{monitor="api",route="direct"} 1"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_success{monitor="api",route="via-http"} 0"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_class{class="geo_block",monitor="api",route="via-http"} 1"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_class{class="ok",monitor="api",route="via-http"} 0"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_class{class="waf_html",monitor="api",route="via-socks"} 1"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_class{class="proxy",monitor="api",route="dead-proxy"} 1"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_http_status_code{monitor="api",route="via-socks"} 403"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_http_status_code{monitor="api",route="dead-proxy"} 0"#,
+    );
+    assert_line(
+        &metrics,
+        r#"routewatch_probe_interval_seconds{monitor="api",route="direct"} 2"#,
+    );
     assert_line(&metrics, r#"routewatch_config_last_reload_successful 1"#);
-    assert_line(&metrics, r#"routewatch_probes_total{class="auth",monitor="api",route="direct"} 0"#);
+    assert_line(
+        &metrics,
+        r#"routewatch_probes_total{class="auth",monitor="api",route="direct"} 0"#,
+    );
 
     let (_, status) = service.get("/status");
-    for (name, output) in [("/status", status), ("/metrics", metrics), ("stderr", service.stderr()), ("stdout", service.stdout())] {
-        assert!(!output.contains(SOCKS_PASSWORD), "the SOCKS password appears in {name}:\n{output}");
+    for (name, output) in [
+        ("/status", status),
+        ("/metrics", metrics),
+        ("stderr", service.stderr()),
+        ("stdout", service.stdout()),
+    ] {
+        assert!(
+            !output.contains(SOCKS_PASSWORD),
+            "the SOCKS password appears in {name}:\n{output}"
+        );
     }
 }
 
@@ -210,7 +273,10 @@ monitors:
     let silent_pair = pair(&pairs, "silent", "direct");
     assert_eq!(silent_pair["class"], "timeout");
     let waited = silent_pair["duration_seconds"].as_f64().unwrap();
-    assert!((1.0..1.5).contains(&waited), "timeout took {waited}s, expected 1s plus a small margin");
+    assert!(
+        (1.0..1.5).contains(&waited),
+        "timeout took {waited}s, expected 1s plus a small margin"
+    );
     assert_eq!(silent_pair["evidence"], "no complete answer within 1s");
 
     let unauthorized = pair(&pairs, "unauthorized", "direct");
@@ -225,7 +291,8 @@ monitors:
 
 #[test]
 fn healthz_and_unknown_paths() {
-    let config = "monitors:\n  - name: closed\n    url: http://127.0.0.1:9/\n    schedule: every 60s\n";
+    let config =
+        "monitors:\n  - name: closed\n    url: http://127.0.0.1:9/\n    schedule: every 60s\n";
     let service = Service::start(config);
     assert_eq!(service.get("/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(service.get("/nope").0, 404);
