@@ -68,9 +68,13 @@ fn classify(cli: &Cli, args: &cli::ClassifyArgs, out: &mut dyn Write) -> anyhow:
     Ok(cli::classify::run(&args.files, args.format, &rules, out)?)
 }
 
-/// Sends `tracing` output to stderr, filtered by RUST_LOG (default: info).
+/// Default log filter when RUST_LOG is unset. The cron scheduler logs its own start-up at
+/// info, which says nothing to an operator.
+const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
+
+/// Sends `tracing` output to stderr, filtered by RUST_LOG (default: [`DEFAULT_LOG_FILTER`]).
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
