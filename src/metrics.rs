@@ -13,7 +13,7 @@ use prometheus::{
 
 use crate::classify::{Class, Verdict};
 
-/// Bucket bounds of the probe duration histogram, in seconds: from a fast loopback answer to
+/// Bucket bounds of the probe duration histogram, in seconds: from a fast loopback response to
 /// the longest sensible timeout.
 const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 

@@ -16,7 +16,7 @@ use crate::config::Monitor;
 use crate::redact::Redactor;
 use crate::route::RouteClient;
 
-/// What one probe saw, with timings.
+/// The facts one probe recorded, with timings.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
     /// The response or the transport failure.
@@ -31,7 +31,7 @@ pub struct ProbeReport {
     pub remote_addr: Option<SocketAddr>,
 }
 
-/// Sends the monitor's request through the route and reads the answer.
+/// Sends the monitor's request through the route and reads the response.
 ///
 /// Never fails: every failure becomes an [`Observation::Transport`]. Error details pass through
 /// `redactor` before they are stored.

@@ -2,7 +2,7 @@
 //!
 //! A route decides how a probe leaves the machine: directly, through an HTTP, HTTPS or SOCKS5
 //! proxy, from a bound source address, and with which extra trust roots. Clients never pool
-//! connections, so every probe opens a fresh connection and sees the route's real DNS, TCP,
+//! connections, so every probe opens a fresh connection and goes through the route's real DNS, TCP,
 //! TLS and proxy behaviour. Redirects are never followed: the probe records the redirect and
 //! its target, and the classifier decides what it means.
 
@@ -27,7 +27,7 @@ pub enum RouteError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The ca_file holds no usable PEM certificate.
+    /// The ca_file contains no usable PEM certificate.
     #[error(
         "route {route}: ca_file {path} holds no PEM certificate: {source} (expected one or more -----BEGIN CERTIFICATE----- blocks)"
     )]

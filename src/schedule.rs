@@ -62,7 +62,7 @@ pub struct Pair {
     running: AtomicBool,
 }
 
-/// What the tick handlers read; replaced whole on reload.
+/// The pairs, rules and limits that tick handlers read, replaced whole on reload.
 struct Plan {
     monitors: HashMap<String, Vec<Arc<Pair>>>,
     redactor: Arc<Redactor>,
@@ -136,9 +136,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Applies a (new) configuration: unchanged pairs keep their history, running flag and
-    /// schedule phase; removed pairs leave metrics and status; added pairs start spread over
-    /// their first period.
+    /// Applies a new configuration. Unchanged pairs keep their history, running flag and
+    /// schedule phase. Removed pairs leave metrics and status, and added pairs start spread
+    /// over their first period.
     pub async fn apply(&self, config: &Config) -> Result<ReloadSummary, ScheduleError> {
         let old_plan = self.current_plan();
         let new_plan = build_plan(config, &old_plan)?;
@@ -198,7 +198,7 @@ impl Engine {
             .collect();
         for name in stale {
             if let Some((id, _)) = jobs.remove(&name) {
-                // A job that already ended cannot be removed twice; nothing is lost then.
+                // Removing a job that the scheduler already dropped fails, and that loses nothing.
                 let _ = self.scheduler.remove(&id).await;
             }
         }

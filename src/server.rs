@@ -57,7 +57,7 @@ pub struct AppState {
     pub status: Arc<StatusStore>,
     /// Returns true while the scheduler runs.
     pub health: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// Where `POST /-/reload` sends its request.
+    /// The channel that `POST /-/reload` sends its request to.
     pub reload: mpsc::Sender<ReloadRequest>,
 }
 
