@@ -79,7 +79,7 @@ pub fn build(route: &config::Route, connect_timeout: Duration) -> Result<RouteCl
         .tls_info(true);
 
     // Without this, reqwest reads HTTP_PROXY and HTTPS_PROXY from the environment, and a
-    // route that says "direct" would silently go through a proxy.
+    // route configured as direct would silently go through a proxy.
     builder = builder.no_proxy();
     if let Some(proxy) = &route.proxy {
         let proxy = reqwest::Proxy::all(proxy.as_str()).map_err(|source| RouteError::Proxy {
