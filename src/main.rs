@@ -1,7 +1,7 @@
 //! The routewatch binary: parses the command line, sets up logging, and hands over to the
 //! command's module.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("routewatch: {error:#}");
+            eprintln!("routewatch: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
@@ -68,6 +68,23 @@ fn classify(cli: &Cli, args: &cli::ClassifyArgs, out: &mut dyn Write) -> anyhow:
     Ok(cli::classify::run(&args.files, args.format, &rules, out)?)
 }
 
+/// Joins an error and its causes, skipping a cause whose text the message already contains
+/// (most errors here quote their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 /// Default log filter when RUST_LOG is unset. The cron scheduler logs its own start-up at
 /// info, which says nothing to an operator.
 const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
@@ -78,7 +95,8 @@ fn init_logging(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -165,9 +165,43 @@ fn describe_error(
 ) -> TransportError {
     let chain = error_chain(error);
     let kind = transport_kind(error, &chain, route.proxied);
+    tracing::debug!(route = %route.name, error = %redactor.redact(&chain), "request failed");
     TransportError {
         kind,
-        detail: redactor.redact(&chain),
+        detail: redactor.redact(&summarize_chain(error, kind)),
+    }
+}
+
+/// Returns one line for an operator: what failed, then the innermost causes. reqwest's outer
+/// wrappers ("error sending request for url (...)", "client error (Connect)") say nothing that
+/// the class does not already say, so they are left out.
+fn summarize_chain(error: &reqwest::Error, kind: TransportKind) -> String {
+    let stage = match kind {
+        TransportKind::Timeout => "timed out",
+        TransportKind::Dns => "DNS lookup failed",
+        TransportKind::Connect => "connection failed",
+        TransportKind::Tls => "TLS handshake failed",
+        TransportKind::Proxy => "proxy failed",
+    };
+    let causes: Vec<String> = sources(error)
+        .skip(1)
+        .map(|source| source.to_string())
+        .filter(|text| !text.starts_with("client error (") && !text.is_empty())
+        .collect();
+    let mut innermost: Vec<&str> = Vec::new();
+    for cause in causes.iter().rev().take(2) {
+        if innermost
+            .iter()
+            .all(|kept| !cause.contains(kept) && !kept.contains(cause.as_str()))
+        {
+            innermost.insert(0, cause);
+        }
+    }
+    match error.url().and_then(|url| url.host_str()) {
+        Some(host) if innermost.is_empty() => format!("{stage} ({host})"),
+        Some(host) => format!("{stage} ({host}): {}", innermost.join(": ")),
+        None if innermost.is_empty() => stage.to_owned(),
+        None => format!("{stage}: {}", innermost.join(": ")),
     }
 }
 
@@ -182,8 +216,17 @@ fn transport_kind(error: &reqwest::Error, chain: &str, proxied: bool) -> Transpo
     if lower.contains("dns error") || lower.contains("failed to lookup address") {
         return TransportKind::Dns;
     }
-    // On a proxied route the TCP connection goes to the proxy, so anything that fails before a
-    // response (refused, reset, CONNECT or SOCKS refusal) is the proxy's failure.
+    // A SOCKS reply that the target refused or could not be reached means the proxy worked and
+    // the endpoint failed, so it is a connect failure seen from the proxy's side.
+    if proxied
+        && SOCKS_TARGET_FAILURES
+            .iter()
+            .any(|marker| lower.contains(marker))
+    {
+        return TransportKind::Connect;
+    }
+    // On a proxied route the TCP connection goes to the proxy, so anything else that fails before
+    // a response (refused, reset, CONNECT or SOCKS refusal) is the proxy's failure.
     if proxied
         && (error.is_connect()
             || lower.contains("tunnel")
@@ -194,6 +237,14 @@ fn transport_kind(error: &reqwest::Error, chain: &str, proxied: bool) -> Transpo
     }
     TransportKind::Connect
 }
+
+/// SOCKS5 reply texts (as hyper-util 0.1 formats them) for a target the proxy could not reach.
+const SOCKS_TARGET_FAILURES: &[&str] = &[
+    "socks error: connection refused",
+    "socks error: host unreachable",
+    "socks error: network unreachable",
+    "socks error: ttl expired",
+];
 
 fn is_tls_text(lower: &str) -> bool {
     [

@@ -44,10 +44,65 @@ impl Redactor {
         redact_patterns(&clean)
     }
 
+    /// Returns `bytes` with every known secret replaced by [`REDACTED`], or `None` when no
+    /// secret occurs. A secret cut by the end of the bytes (a body stopped at its cap) is
+    /// replaced too, when at least four of its characters remain.
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut clean: Option<Vec<u8>> = None;
+        for secret in &self.secrets {
+            let current = clean.as_deref().unwrap_or(bytes);
+            let replaced = replace_bytes(current, secret.as_bytes());
+            let replaced =
+                replace_cut_tail(replaced.as_deref().unwrap_or(current), secret.as_bytes())
+                    .or(replaced);
+            if replaced.is_some() {
+                clean = replaced;
+            }
+        }
+        clean
+    }
+
     /// Returns the URL as text with its password and `key` query value replaced.
     pub fn redact_url(&self, url: &Url) -> String {
         self.redact(&redact_url(url))
     }
+}
+
+/// Returns `haystack` with every occurrence of `needle` replaced, or `None` when there is none.
+fn replace_bytes(haystack: &[u8], needle: &[u8]) -> Option<Vec<u8>> {
+    let first = find_bytes(haystack, needle)?;
+    let mut out = Vec::with_capacity(haystack.len());
+    out.extend_from_slice(&haystack[..first]);
+    out.extend_from_slice(REDACTED.as_bytes());
+    let mut rest = &haystack[first + needle.len()..];
+    while let Some(next) = find_bytes(rest, needle) {
+        out.extend_from_slice(&rest[..next]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        rest = &rest[next + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Replaces a tail of `bytes` that is a cut-off start of `secret` (at least
+/// [`MIN_SECRET_LEN`] bytes long).
+fn replace_cut_tail(bytes: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
+    let longest = secret.len().saturating_sub(1).min(bytes.len());
+    let cut = (MIN_SECRET_LEN..=longest)
+        .rev()
+        .find(|&length| bytes.ends_with(&secret[..length]))?;
+    let mut out = bytes[..bytes.len() - cut].to_vec();
+    out.extend_from_slice(REDACTED.as_bytes());
+    Some(out)
 }
 
 /// Returns the URL as text with the password and any `key`, `api_key` or `api-key` query
@@ -196,6 +251,18 @@ mod tests {
             redactor.redact("x abcdefgh y abcd"),
             "x [REDACTED] y [REDACTED]"
         );
+    }
+
+    #[test]
+    fn redact_bytes_replaces_whole_and_cut_secrets() {
+        let redactor = Redactor::new(["BEARERSECRET333".to_owned()]);
+        assert_eq!(
+            redactor
+                .redact_bytes(b"a BEARERSECRET333 b BEARERSEC")
+                .unwrap(),
+            b"a [REDACTED] b [REDACTED]".to_vec()
+        );
+        assert_eq!(redactor.redact_bytes(b"nothing here BEA"), None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Pair {
     pub monitor: Arc<Monitor>,
     /// The route's client.
     pub route: RouteClient,
+    /// Delay after each tick before this pair starts, so that pairs do not all fire at once.
+    pub offset: Duration,
     running: AtomicBool,
 }
 
@@ -149,7 +151,7 @@ impl Engine {
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(new_plan);
         self.sync_jobs(config).await?;
-        self.spread_first_probes(config, &old_plan);
+        self.spread_first_probes(&old_plan);
         Ok(summary)
     }
 
@@ -245,35 +247,38 @@ impl Engine {
         })
     }
 
-    /// Starts the first probe of each new pair at an even offset within its first period.
-    fn spread_first_probes(&self, config: &Config, old_plan: &Plan) {
+    /// Starts the first probe of each new pair on a fixed-period schedule after its offset,
+    /// so the first probes spread over the first period. Cron pairs wait for their first tick,
+    /// because an extra probe would fall outside the times the operator chose.
+    fn spread_first_probes(&self, old_plan: &Plan) {
         let plan = self.current_plan();
-        let new_pairs: Vec<Arc<Pair>> = config
-            .monitors
-            .iter()
-            .filter_map(|monitor| plan.monitors.get(&monitor.name))
-            .flatten()
-            .filter(|pair| !plan_contains(old_plan, &pair.key))
-            .cloned()
-            .collect();
+        for pair in plan.monitors.values().flatten() {
+            let fixed_period = matches!(pair.monitor.schedule, Schedule::Every(_));
+            if fixed_period && !plan_contains(old_plan, &pair.key) {
+                self.start_pair_after(pair, pair.offset, Instant::now() + pair.offset);
+            }
+        }
+    }
 
-        let count = new_pairs.len() as u32;
-        for (index, pair) in new_pairs.into_iter().enumerate() {
-            let period = schedule_period(&pair.monitor.schedule);
-            let delay = period.mul_f64(f64::from(index as u32) / f64::from(count.max(1)));
-            let weak = self.weak_self.clone();
-            let shutdown = self.shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {
-                        if let Some(engine) = weak.upgrade() {
-                            engine.start_pair(&pair, Instant::now());
-                        }
+    /// Starts a pair after `delay` unless the engine stops first.
+    fn start_pair_after(&self, pair: &Arc<Pair>, delay: Duration, tick: Instant) {
+        if delay.is_zero() {
+            self.start_pair(pair, tick);
+            return;
+        }
+        let weak = self.weak_self.clone();
+        let shutdown = self.shutdown.clone();
+        let pair = Arc::clone(pair);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {
+                    if let Some(engine) = weak.upgrade() {
+                        engine.start_pair(&pair, tick);
                     }
                 }
-            });
-        }
+            }
+        });
     }
 
     /// Runs every pair of a monitor, skipping those still running.
@@ -286,7 +291,7 @@ impl Engine {
             return;
         };
         for pair in pairs {
-            self.start_pair(pair, at);
+            self.start_pair_after(pair, pair.offset, at + pair.offset);
         }
     }
 
@@ -416,10 +421,30 @@ pub async fn run_once(
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
 ) -> (ProbeReport, Verdict) {
-    let report = probe::run(&pair.route, &pair.monitor, &redactor).await;
+    let mut report = probe::run(&pair.route, &pair.monitor, &redactor).await;
+    // Secrets are removed before classification, because the classifier quotes pieces of the
+    // body in its evidence and a piece can cut a secret so that it no longer matches.
+    scrub_observation(&mut report.observation, &redactor);
     let mut verdict = classify::classify(&report.observation, &pair.monitor.expect, &rules);
     verdict.evidence = redactor.redact(&verdict.evidence);
     (report, verdict)
+}
+
+/// Replaces secrets in the body and header values of a response (a server may echo the
+/// request's credentials back).
+fn scrub_observation(observation: &mut Observation, redactor: &Redactor) {
+    let Observation::Response(response) = observation else {
+        return;
+    };
+    if let Some(clean) = redactor.redact_bytes(&response.body) {
+        response.body = clean;
+    }
+    for (_, value) in &mut response.headers {
+        let clean = redactor.redact(value);
+        if clean != *value {
+            *value = clean;
+        }
+    }
 }
 
 /// Builds every pair of a config in config order (monitor, then route), for one-shot use.
@@ -442,15 +467,25 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         clients.insert(&route.name, route::build(route, max_timeout(config))?);
     }
 
+    let pair_count: usize = config
+        .monitors
+        .iter()
+        .map(|monitor| monitor.routes.len())
+        .sum();
+    let mut index = 0;
     let mut monitors = HashMap::new();
     for monitor in &config.monitors {
         let monitor_arc = Arc::new(monitor.clone());
-        let pairs = monitor
+        let mut pairs = Vec::with_capacity(monitor.routes.len());
+        for client in monitor
             .routes
             .iter()
-            .filter_map(|route_name| clients.get(route_name.as_str()))
-            .map(|client| reuse_or_new_pair(old, &monitor_arc, client, config))
-            .collect();
+            .filter_map(|name| clients.get(name.as_str()))
+        {
+            let offset = spread_offset(&monitor.schedule, index, pair_count);
+            pairs.push(reuse_or_new_pair(old, &monitor_arc, client, config, offset));
+            index += 1;
+        }
         monitors.insert(monitor.name.clone(), pairs);
     }
 
@@ -474,6 +509,7 @@ fn reuse_or_new_pair(
     monitor: &Arc<Monitor>,
     client: &RouteClient,
     config: &Config,
+    offset: Duration,
 ) -> Arc<Pair> {
     let key = (monitor.name.clone(), client.name.clone());
     let unchanged = old
@@ -487,9 +523,24 @@ fn reuse_or_new_pair(
             key,
             monitor: Arc::clone(monitor),
             route: client.clone(),
+            offset,
             running: AtomicBool::new(false),
         }),
     }
+}
+
+/// Longest spread of a cron tick: cron users pick exact times, so pairs start close to them.
+const MAX_CRON_SPREAD: Duration = Duration::from_secs(10);
+
+/// Returns the offset of pair `index` of `count`: an even share of the period for fixed-period
+/// schedules, and of a tenth of the period (at most [`MAX_CRON_SPREAD`]) for cron.
+fn spread_offset(schedule: &Schedule, index: usize, count: usize) -> Duration {
+    let window = match schedule {
+        Schedule::Every(period) => *period,
+        Schedule::Cron(_) => (schedule_period(schedule) / 10).min(MAX_CRON_SPREAD),
+    };
+    let share = index as f64 / count.max(1) as f64;
+    window.mul_f64(share)
 }
 
 /// True when neither the monitor nor its route changed, so the old pair can stay.
@@ -540,11 +591,17 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
     }
 }
 
+/// Formats a period in a whole unit: `500ms`, `90s`, `10m`, `36h`.
 fn humantime_short(period: Duration) -> String {
+    let seconds = period.as_secs();
     if period.subsec_millis() != 0 {
         format!("{}ms", period.as_millis())
+    } else if seconds >= 3600 && seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else if seconds >= 600 && seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
     } else {
-        format!("{}s", period.as_secs())
+        format!("{seconds}s")
     }
 }
 

@@ -194,8 +194,8 @@ fn parse_filter(query: &str) -> Result<StatusFilter, String> {
     let mut filter = StatusFilter::default();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match name.as_ref() {
-            "monitor" => filter.monitor = Some(value.into_owned()),
-            "route" => filter.route = Some(value.into_owned()),
+            "monitor" => filter.monitor.push(value.into_owned()),
+            "route" => filter.route.push(value.into_owned()),
             "class" => {
                 let class = Class::parse(&value).ok_or_else(|| {
                     let names: Vec<&str> = Class::ALL.iter().map(|class| class.as_str()).collect();
@@ -204,7 +204,7 @@ fn parse_filter(query: &str) -> Result<StatusFilter, String> {
                         names.join(", ")
                     )
                 })?;
-                filter.class = Some(class);
+                filter.class.push(class);
             }
             other => {
                 return Err(format!(
@@ -261,9 +261,16 @@ mod tests {
     #[test]
     fn parse_filter_reads_all_three() {
         let filter = parse_filter("monitor=groq&route=hk&class=geo_block").unwrap();
-        assert_eq!(filter.monitor.as_deref(), Some("groq"));
-        assert_eq!(filter.route.as_deref(), Some("hk"));
-        assert_eq!(filter.class, Some(Class::GeoBlock));
+        assert_eq!(filter.monitor, ["groq"]);
+        assert_eq!(filter.route, ["hk"]);
+        assert_eq!(filter.class, [Class::GeoBlock]);
+    }
+
+    #[test]
+    fn parse_filter_repeated_keeps_every_value() {
+        let filter = parse_filter("class=ok&class=auth&monitor=a&monitor=b").unwrap();
+        assert_eq!(filter.class, [Class::Ok, Class::Auth]);
+        assert_eq!(filter.monitor, ["a", "b"]);
     }
 
     #[test]

@@ -60,15 +60,16 @@ pub struct StatusStore {
     pairs: RwLock<BTreeMap<PairKey, PairState>>,
 }
 
-/// Filters of `GET /status`; `None` matches everything.
+/// Filters of `GET /status`. An empty list matches everything; a filter given several times
+/// matches any of its values.
 #[derive(Debug, Clone, Default)]
 pub struct StatusFilter {
-    /// Only this monitor.
-    pub monitor: Option<String>,
-    /// Only this route.
-    pub route: Option<String>,
-    /// Only pairs whose last class is this.
-    pub class: Option<Class>,
+    /// Only these monitors.
+    pub monitor: Vec<String>,
+    /// Only these routes.
+    pub route: Vec<String>,
+    /// Only pairs whose last class is one of these.
+    pub class: Vec<Class>,
 }
 
 impl StatusStore {
@@ -176,17 +177,11 @@ impl StatusStore {
 
 impl StatusFilter {
     fn matches(&self, key: &PairKey, state: &PairState) -> bool {
-        let monitor_ok = self
-            .monitor
-            .as_ref()
-            .is_none_or(|monitor| *monitor == key.0);
-        let route_ok = self.route.as_ref().is_none_or(|route| *route == key.1);
-        let class_ok = self.class.is_none_or(|class| {
-            state
-                .history
-                .back()
-                .is_some_and(|last| last.verdict.class == class)
-        });
+        let monitor_ok = self.monitor.is_empty() || self.monitor.contains(&key.0);
+        let route_ok = self.route.is_empty() || self.route.contains(&key.1);
+        let last_class = state.history.back().map(|last| last.verdict.class);
+        let class_ok =
+            self.class.is_empty() || last_class.is_some_and(|class| self.class.contains(&class));
         monitor_ok && route_ok && class_ok
     }
 }
@@ -330,7 +325,7 @@ mod tests {
         store.record(&key("a", "direct"), record(Class::GeoBlock, 403, 1));
         store.record(&key("b", "direct"), record(Class::Ok, 200, 1));
         let filter = StatusFilter {
-            class: Some(Class::GeoBlock),
+            class: vec![Class::GeoBlock],
             ..StatusFilter::default()
         };
 

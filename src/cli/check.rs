@@ -24,12 +24,12 @@ pub fn run(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
         .sum();
     writeln!(
         out,
-        "{}: ok: {} routes, {} monitors, {} pairs, {} user rules",
+        "{}: ok: {}, {}, {}, {}",
         path.display(),
-        config.routes.len(),
-        config.monitors.len(),
-        pairs,
-        config.rules.len()
+        count(config.routes.len(), "route"),
+        count(config.monitors.len(), "monitor"),
+        count(pairs, "pair"),
+        count(config.rules.len(), "user rule"),
     )?;
     for monitor in &config.monitors {
         writeln!(
@@ -42,4 +42,13 @@ pub fn run(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
         )?;
     }
     Ok(true)
+}
+
+/// Formats a count with its noun in singular or plural: `1 route`, `3 routes`.
+fn count(number: usize, noun: &str) -> String {
+    if number == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{number} {noun}s")
+    }
 }

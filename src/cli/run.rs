@@ -48,6 +48,8 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
         errors,
     })?;
 
+    // Bind first: a taken port should stop the start before any probe runs.
+    let server = Server::bind(args.listen).await?;
     let metrics = Metrics::new();
     metrics.record_config_load(true, SystemTime::now());
     let status = Arc::new(StatusStore::new(config.global.history_size));
@@ -61,7 +63,6 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     );
 
     let (reload_sender, reload_requests) = mpsc::channel::<ReloadRequest>(4);
-    let server = Server::bind(args.listen).await?;
     let server_stop = CancellationToken::new();
     let state = AppState {
         metrics: metrics.clone(),
