@@ -1,5 +1,6 @@
 //! Support code for routewatch's integration tests: a throwaway CA, a scriptable upstream,
-//! real proxies (tinyproxy and microsocks), and a runner for the routewatch binary.
+//! real proxies (tinyproxy and microsocks), a runner for the routewatch binary, and a runner
+//! for a real Prometheus server.
 //!
 //! Include it from a test crate with `mod support;`.
 
@@ -8,6 +9,7 @@
 
 pub mod net;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod service;
 pub mod tls;
