@@ -1,7 +1,7 @@
 //! The routewatch binary: parses the command line, sets up logging, and hands over to the
 //! command's module.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -78,8 +78,10 @@ const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn,rustls_platform
 fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colour codes only for a terminal: journald and log files would store them verbatim.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

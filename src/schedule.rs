@@ -160,8 +160,15 @@ impl Engine {
 
         for pair in new_plan.monitors.values().flatten() {
             let interval = schedule_period(&pair.monitor.schedule);
-            self.metrics
-                .register_pair(&pair.key.0, &pair.key.1, interval);
+            // A kept pair keeps its last result: zeroing it would flip probe_success to 0
+            // on every reload and fire alerts until the next probe.
+            if old_keys.contains_key(&pair.key) {
+                self.metrics
+                    .set_interval(&pair.key.0, &pair.key.1, interval);
+            } else {
+                self.metrics
+                    .register_pair(&pair.key.0, &pair.key.1, interval);
+            }
             self.status.register_pair(
                 pair.key.clone(),
                 pair_info(pair, &new_plan.redactor, config),

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -374,4 +375,334 @@ fn probe_unknown_monitor_is_an_error() {
         "routewatch: unknown route \"hk\" (routes are: direct)\n"
     );
     assert_eq!(output.status.code(), Some(1));
+}
+
+/// Time allowed for a condition on a running service to come true.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls `condition` every 100 ms until it returns `Some`, and panics with `what` and the
+/// service's stderr after [`WAIT_TIMEOUT`].
+fn wait_for<T>(service: &Service, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\nstderr:\n{}",
+            service.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status_pairs(service: &Service) -> Vec<Value> {
+    let (code, body) = service.get("/status");
+    assert_eq!(code, 200, "{body}");
+    let document: Value = serde_json::from_str(&body).unwrap();
+    document["pairs"].as_array().unwrap().clone()
+}
+
+fn history_len(service: &Service, monitor: &str) -> usize {
+    status_pairs(service)
+        .iter()
+        .find(|pair| pair["monitor"] == monitor)
+        .map_or(0, |pair| pair["history"].as_array().unwrap().len())
+}
+
+/// Returns the value of the exposition line whose name and labels are exactly `series`.
+fn metric(service: &Service, series: &str) -> Option<String> {
+    let (_, metrics) = service.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_owned)
+}
+
+fn two_monitor_config(url: &str) -> String {
+    format!(
+        "global:\n  history_size: 100\nmonitors:\n  - name: keep\n    url: {url}\n    schedule: every 1s\n  - name: gone\n    url: {url}\n    schedule: every 1s\n"
+    )
+}
+
+fn one_monitor_config(url: &str) -> String {
+    format!(
+        "global:\n  history_size: 100\nmonitors:\n  - name: keep\n    url: {url}\n    schedule: every 1s\n"
+    )
+}
+
+const BAD_CONFIG: &str =
+    "monitors:\n  - name: keep\n    url: http://127.0.0.1:9/\n    colour: red\n";
+
+#[test]
+fn reload_rejects_bad_config_and_applies_good_one() {
+    let upstream =
+        Upstream::start_plain(Routes::new().route("/v1/models", Reply::json(200, MODELS)));
+    let url = upstream.url("/v1/models");
+    let service = Service::start(&two_monitor_config(&url));
+    let path = service.config_path();
+    wait_for(&service, "two probes of keep", || {
+        (history_len(&service, "keep") >= 2).then_some(())
+    });
+    let loaded_at = metric(
+        &service,
+        "routewatch_config_last_reload_success_timestamp_seconds",
+    )
+    .unwrap();
+
+    // A bad config by POST /-/reload: rejected with the errors, the old config keeps running.
+    std::fs::write(&path, BAD_CONFIG).unwrap();
+    let errors = format!(
+        "{}:4:5: monitors[0].colour: unknown key \"colour\" (allowed keys: name, provider, api_key, url, method, headers, body, expect, schedule, timeout, max_body, routes)",
+        path.display()
+    );
+    let response = service.post("/-/reload");
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        response.body,
+        format!("reload rejected; the previous config keeps running:\n{errors}\n")
+    );
+    assert_eq!(
+        metric(&service, "routewatch_config_last_reload_successful").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        metric(
+            &service,
+            "routewatch_config_last_reload_success_timestamp_seconds"
+        ),
+        Some(loaded_at.clone())
+    );
+    assert_eq!(
+        metric(&service, "routewatch_config_reloads_failed_total").as_deref(),
+        Some("1")
+    );
+    assert!(service.stderr().contains(&errors), "{}", service.stderr());
+    let before = history_len(&service, "gone");
+    wait_for(
+        &service,
+        "gone to keep probing after the rejected reload",
+        || (history_len(&service, "gone") > before).then_some(()),
+    );
+
+    // The same bad config by SIGHUP.
+    service.signal(libc::SIGHUP);
+    wait_for(&service, "the second rejected reload", || {
+        (metric(&service, "routewatch_config_reloads_failed_total").as_deref() == Some("2"))
+            .then_some(())
+    });
+    assert_eq!(
+        metric(
+            &service,
+            "routewatch_config_last_reload_success_timestamp_seconds"
+        ),
+        Some(loaded_at.clone())
+    );
+
+    // A good config by SIGHUP drops `gone` and keeps the history and schedule of `keep`.
+    let kept_before = history_len(&service, "keep");
+    std::fs::write(&path, one_monitor_config(&url)).unwrap();
+    service.signal(libc::SIGHUP);
+    wait_for(&service, "the good reload", || {
+        (metric(&service, "routewatch_config_last_reload_successful").as_deref() == Some("1"))
+            .then_some(())
+    });
+    let reloaded_at = metric(
+        &service,
+        "routewatch_config_last_reload_success_timestamp_seconds",
+    )
+    .unwrap();
+    assert!(
+        reloaded_at.parse::<f64>().unwrap() > loaded_at.parse::<f64>().unwrap(),
+        "{reloaded_at} <= {loaded_at}"
+    );
+    let pairs = status_pairs(&service);
+    assert_eq!(pairs.len(), 1, "{pairs:#?}");
+    assert_eq!(pairs[0]["monitor"], "keep");
+    assert_eq!(pairs[0]["schedule"], "every 1s");
+    assert!(pairs[0]["history"].as_array().unwrap().len() >= kept_before);
+    let (_, metrics) = service.get("/metrics");
+    assert!(!metrics.contains("monitor=\"gone\""), "{metrics}");
+    assert!(metrics.contains("routewatch_probe_success{monitor=\"keep\",route=\"direct\"} 1"));
+    wait_for(&service, "keep's history to grow after the reload", || {
+        (history_len(&service, "keep") > kept_before + 1).then_some(())
+    });
+    assert!(
+        service.stderr().contains("config reloaded"),
+        "{}",
+        service.stderr()
+    );
+
+    // The same good config by POST /-/reload changes nothing.
+    let response = service.post("/-/reload");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body,
+        format!(
+            "reloaded {}: 1 pairs (0 added, 0 removed)\n",
+            path.display()
+        )
+    );
+}
+
+/// Starts a service whose only probe hangs on an upstream that never answers, with a 30 s
+/// timeout, and waits until that probe is in flight.
+fn service_with_probe_in_flight(upstream: &Upstream) -> Service {
+    let config = format!(
+        "monitors:\n  - name: hang\n    url: {}\n    timeout: 30s\n    schedule: every 60s\n",
+        upstream.url("/hold")
+    );
+    let service = Service::start(&config);
+    upstream.wait_for_requests(1, WAIT_TIMEOUT);
+    service
+}
+
+fn assert_stops_on(signal: libc::c_int, name: &str) {
+    let upstream = Upstream::start_plain(Routes::new().route("/hold", Reply::hold()));
+    let mut service = service_with_probe_in_flight(&upstream);
+
+    // A keep-alive connection that already got its response must not hold up the exit.
+    let mut client = std::net::TcpStream::connect(service.addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: routewatch\r\n\r\n")
+        .unwrap();
+    let mut response = [0u8; 512];
+    let read = client.read(&mut response).unwrap();
+    assert!(response[..read].starts_with(b"HTTP/1.1 200 OK\r\n"));
+
+    let signalled = Instant::now();
+    service.signal(signal);
+    let status = service
+        .wait_for_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| {
+            panic!(
+                "still running 5 s after {name}\nstderr:\n{}",
+                service.stderr()
+            )
+        });
+    let took = signalled.elapsed();
+
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", service.stderr());
+    assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+    assert_eq!(
+        client.read(&mut response).unwrap(),
+        0,
+        "the idle connection stays open"
+    );
+    assert_eq!(upstream.requests().len(), 1, "a probe started after {name}");
+    let stderr = service.stderr();
+    assert!(
+        stderr.contains(&format!("routewatch stopping signal=\"{name}\"")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routewatch stopped"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_within_five_seconds() {
+    assert_stops_on(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_stops_within_five_seconds() {
+    assert_stops_on(libc::SIGINT, "SIGINT");
+}
+
+/// Runs a geo-blocked and an ok monitor every second until each has been probed four
+/// times, stops the service, and returns its stderr.
+fn run_failing_pair(args: &[&str]) -> String {
+    let upstream = Upstream::start_plain(
+        Routes::new()
+            .route("/geo", Reply::json(403, OPENAI_UNSUPPORTED_REGION))
+            .route("/ok", Reply::json(200, MODELS)),
+    );
+    let config = format!(
+        "monitors:\n  - name: geo\n    url: {}\n    schedule: every 1s\n  - name: fine\n    url: {}\n    schedule: every 1s\n",
+        upstream.url("/geo"),
+        upstream.url("/ok"),
+    );
+    let mut service = Service::start_with(&config, args, &[]);
+    wait_for(&service, "four probes of each monitor", || {
+        let (geo, fine) = (history_len(&service, "geo"), history_len(&service, "fine"));
+        (geo >= 4 && fine >= 4).then_some(())
+    });
+    let status = service.stop();
+    assert_eq!(status.code(), Some(0));
+    service.stderr()
+}
+
+#[test]
+fn logs_one_state_change_per_pair() {
+    let stderr = run_failing_pair(&[]);
+    let changes: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("pair state changed"))
+        .collect();
+    assert_eq!(changes.len(), 2, "{stderr}");
+    let geo: Vec<&&str> = changes
+        .iter()
+        .filter(|line| line.contains("monitor=\"geo\""))
+        .collect();
+    assert_eq!(geo.len(), 1, "{stderr}");
+    assert!(geo[0].contains(" WARN "), "{}", geo[0]);
+    assert!(
+        geo[0].contains(
+            "route=\"direct\" from=\"none\" class=geo_block reason=openai.unsupported_region"
+        ),
+        "{}",
+        geo[0]
+    );
+    assert!(stderr.contains("routewatch started"), "{stderr}");
+    assert!(stderr.contains("pairs=2"), "{stderr}");
+    assert!(stderr.contains("routewatch stopped"), "{stderr}");
+}
+
+#[test]
+fn json_logs_have_fixed_fields() {
+    let stderr = run_failing_pair(&["--log-format", "json"]);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+
+    let started: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "routewatch started")
+        .collect();
+    assert_eq!(started.len(), 1, "{stderr}");
+    assert_eq!(started[0]["level"], "INFO");
+    assert_eq!(started[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(started[0]["pairs"], 2);
+    assert!(
+        started[0]["config"]
+            .as_str()
+            .unwrap()
+            .ends_with("monitors.yaml")
+    );
+
+    let changes: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "pair state changed" && line["monitor"] == "geo")
+        .collect();
+    assert_eq!(changes.len(), 1, "{stderr}");
+    let change = changes[0];
+    assert_eq!(change["level"], "WARN");
+    assert_eq!(change["route"], "direct");
+    assert_eq!(change["from"], "none");
+    assert_eq!(change["class"], "geo_block");
+    assert_eq!(change["reason"], "openai.unsupported_region");
+    assert_eq!(
+        change["evidence"],
+        "HTTP 403; JSON error.code = unsupported_country_region_territory"
+    );
+
+    let stopped = lines
+        .iter()
+        .filter(|line| line["message"] == "routewatch stopped")
+        .count();
+    assert_eq!(stopped, 1, "{stderr}");
 }
