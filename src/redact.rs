@@ -7,6 +7,8 @@
 
 use url::Url;
 
+use crate::classify::Observation;
+
 /// The text that replaces every secret.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -44,10 +46,67 @@ impl Redactor {
         redact_patterns(&clean)
     }
 
+    /// Replaces every known secret in a probe's observation: the body bytes, the header
+    /// values and a transport error's detail. The probe calls this before anything reads the
+    /// observation, so the classifier's evidence and the body snippet are cut from text that
+    /// no longer contains a secret; cutting first could leave the start of one behind.
+    ///
+    /// The body may get shorter or longer by the difference between a secret and the mark.
+    pub fn redact_observation(&self, observation: &mut Observation) {
+        match observation {
+            Observation::Response(response) => {
+                if let Some(clean) = self.redact_bytes(&response.body) {
+                    response.body = clean;
+                }
+                for (_, value) in &mut response.headers {
+                    *value = self.redact(value);
+                }
+            }
+            Observation::Transport(error) => error.detail = self.redact(&error.detail),
+        }
+    }
+
+    /// Returns `bytes` with every known secret replaced, or `None` when none occurs. Works on
+    /// bytes because a body need not be UTF-8.
+    fn redact_bytes(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut current: Option<Vec<u8>> = None;
+        for secret in &self.secrets {
+            let text = current.as_deref().unwrap_or(bytes);
+            if let Some(replaced) = replace_bytes(text, secret.as_bytes(), REDACTED.as_bytes()) {
+                current = Some(replaced);
+            }
+        }
+        current
+    }
+
     /// Returns the URL as text with its password and `key` query value replaced.
     pub fn redact_url(&self, url: &Url) -> String {
         self.redact(&redact_url(url))
     }
+}
+
+/// Returns `haystack` with every occurrence of `needle` replaced, or `None` when there is
+/// none.
+fn replace_bytes(haystack: &[u8], needle: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+    let mut found = haystack
+        .windows(needle.len())
+        .position(|window| window == needle)?;
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    loop {
+        out.extend_from_slice(&rest[..found]);
+        out.extend_from_slice(replacement);
+        rest = &rest[found + needle.len()..];
+        match rest
+            .windows(needle.len())
+            .position(|window| window == needle)
+        {
+            Some(next) => found = next,
+            None => break,
+        }
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 /// Returns the URL as text with the password and any `key`, `api_key` or `api-key` query
@@ -215,6 +274,34 @@ mod tests {
             redactor
                 .redact("proxy socks5://bob:pw1@10.0.0.1:1080 failed for https://x/v1?key=abc&a=1"),
             "proxy socks5://bob:[REDACTED]@10.0.0.1:1080 failed for https://x/v1?key=[REDACTED]&a=1"
+        );
+    }
+
+    #[test]
+    fn redact_observation_hides_body_and_headers() {
+        use crate::classify::HttpResponse;
+
+        let redactor = Redactor::new(["tok-5512".to_owned()]);
+        let mut observation = Observation::Response(HttpResponse {
+            status: 401,
+            headers: vec![("www-authenticate".to_owned(), "Bearer tok-5512".to_owned())],
+            body: b"\xffbad tok-5512 and tok-5512!".to_vec(),
+            body_truncated: false,
+        });
+        redactor.redact_observation(&mut observation);
+        let Observation::Response(response) = observation else {
+            panic!("still a response");
+        };
+        assert_eq!(response.body, b"\xffbad [REDACTED] and [REDACTED]!");
+        assert_eq!(response.headers[0].1, "Bearer [REDACTED]");
+    }
+
+    #[test]
+    fn replace_bytes_without_match_is_none() {
+        assert_eq!(replace_bytes(b"abc", b"zz", b"[R]"), None);
+        assert_eq!(
+            replace_bytes(b"zzabzz", b"zz", b"-"),
+            Some(b"-ab-".to_vec())
         );
     }
 
