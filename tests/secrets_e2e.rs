@@ -1,8 +1,8 @@
-//! Secrets never leave routewatch: API keys, proxy passwords, `key=` query values and the
-//! values of Authorization, x-api-key and api-key headers are set to distinctive values, the
-//! upstream echoes them back in bodies, headers and error messages, and every output of the
-//! binary is searched for them: /status, /metrics, logs at debug level in both formats,
-//! `probe` text and JSON, `check`, and reload errors.
+//! Secrets never leave routewatch. The test sets distinctive values for API keys, proxy
+//! passwords, `key=` query values and the values of Authorization, x-api-key and api-key
+//! headers. The upstream echoes them back in bodies, headers and error messages. Every output
+//! of the binary is then searched for them: /status, /metrics, logs at debug level in both
+//! formats, `probe` text and JSON, `check`, and reload errors.
 
 mod support;
 
