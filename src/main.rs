@@ -86,17 +86,20 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 /// Default log filter when RUST_LOG is unset. The cron scheduler logs its own start-up at
-/// info, which says nothing to an operator.
-const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
+/// info, which says nothing to an operator, and the platform certificate verifier logs every
+/// rejected certificate at error, although a failed handshake is a probe result (class `tls`)
+/// that the state-change line already reports.
+const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn,rustls_platform_verifier=off";
 
 /// Sends `tracing` output to stderr, filtered by RUST_LOG (default: [`DEFAULT_LOG_FILTER`]).
 fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colour codes only for a terminal: journald and log files would store them verbatim.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

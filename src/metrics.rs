@@ -178,6 +178,14 @@ impl Metrics {
         self.probe_panics.with_label_values(&pair).inc_by(0);
     }
 
+    /// Sets the schedule interval of a pair that already has its series, leaving the
+    /// results of its last probe in place (for a pair that a reload kept).
+    pub fn set_interval(&self, monitor: &str, route: &str, interval: Duration) {
+        self.interval
+            .with_label_values(&[monitor, route])
+            .set(interval.as_secs_f64());
+    }
+
     /// Removes every series of a pair (after a reload dropped it).
     pub fn remove_pair(&self, monitor: &str, route: &str) {
         let pair = [monitor, route];

@@ -33,8 +33,8 @@ pub struct ProbeReport {
 
 /// Sends the monitor's request through the route and reads the response.
 ///
-/// Never fails: every failure becomes an [`Observation::Transport`]. Error details pass through
-/// `redactor` before they are stored.
+/// Never fails: every failure becomes an [`Observation::Transport`]. The body, header values
+/// and error details pass through `redactor` before the report is returned.
 pub async fn run(route: &RouteClient, monitor: &Monitor, redactor: &Redactor) -> ProbeReport {
     let started_at = SystemTime::now();
     let start = Instant::now();
@@ -58,6 +58,7 @@ pub async fn run(route: &RouteClient, monitor: &Monitor, redactor: &Redactor) ->
         tracing::debug!(monitor = %monitor.name, route = %route.name, "probe timed out");
     }
     report.total = start.elapsed();
+    redactor.redact_observation(&mut report.observation);
     report
 }
 

@@ -7,6 +7,8 @@
 
 use url::Url;
 
+use crate::classify::Observation;
+
 /// The text that replaces every secret.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -42,6 +44,26 @@ impl Redactor {
             }
         }
         redact_patterns(&clean)
+    }
+
+    /// Replaces every known secret in a probe's observation: the body bytes, the header
+    /// values and a transport error's detail. The probe calls this before anything reads the
+    /// observation, so the classifier's evidence and the body snippet are cut from text that
+    /// no longer contains a secret; cutting first could leave the start of one behind.
+    ///
+    /// The body may get shorter or longer by the difference between a secret and the mark.
+    pub fn redact_observation(&self, observation: &mut Observation) {
+        match observation {
+            Observation::Response(response) => {
+                if let Some(clean) = self.redact_bytes(&response.body) {
+                    response.body = clean;
+                }
+                for (_, value) in &mut response.headers {
+                    *value = self.redact(value);
+                }
+            }
+            Observation::Transport(error) => error.detail = self.redact(&error.detail),
+        }
     }
 
     /// Returns `bytes` with every known secret replaced by [`REDACTED`], or `None` when no
@@ -282,6 +304,34 @@ mod tests {
             redactor
                 .redact("proxy socks5://bob:pw1@10.0.0.1:1080 failed for https://x/v1?key=abc&a=1"),
             "proxy socks5://bob:[REDACTED]@10.0.0.1:1080 failed for https://x/v1?key=[REDACTED]&a=1"
+        );
+    }
+
+    #[test]
+    fn redact_observation_hides_body_and_headers() {
+        use crate::classify::HttpResponse;
+
+        let redactor = Redactor::new(["tok-5512".to_owned()]);
+        let mut observation = Observation::Response(HttpResponse {
+            status: 401,
+            headers: vec![("www-authenticate".to_owned(), "Bearer tok-5512".to_owned())],
+            body: b"\xffbad tok-5512 and tok-5512!".to_vec(),
+            body_truncated: false,
+        });
+        redactor.redact_observation(&mut observation);
+        let Observation::Response(response) = observation else {
+            panic!("still a response");
+        };
+        assert_eq!(response.body, b"\xffbad [REDACTED] and [REDACTED]!");
+        assert_eq!(response.headers[0].1, "Bearer [REDACTED]");
+    }
+
+    #[test]
+    fn replace_bytes_without_match_is_none() {
+        assert_eq!(replace_bytes(b"abc", b"zz", b"[R]"), None);
+        assert_eq!(
+            replace_bytes(b"zzabzz", b"zz", b"-"),
+            Some(b"-ab-".to_vec())
         );
     }
 

@@ -162,8 +162,15 @@ impl Engine {
 
         for pair in new_plan.monitors.values().flatten() {
             let interval = schedule_period(&pair.monitor.schedule);
-            self.metrics
-                .register_pair(&pair.key.0, &pair.key.1, interval);
+            // A kept pair keeps its last result: zeroing it would flip probe_success to 0
+            // on every reload and fire alerts until the next probe.
+            if old_keys.contains_key(&pair.key) {
+                self.metrics
+                    .set_interval(&pair.key.0, &pair.key.1, interval);
+            } else {
+                self.metrics
+                    .register_pair(&pair.key.0, &pair.key.1, interval);
+            }
             self.status.register_pair(
                 pair.key.clone(),
                 pair_info(pair, &new_plan.redactor, config),
@@ -421,30 +428,10 @@ pub async fn run_once(
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
 ) -> (ProbeReport, Verdict) {
-    let mut report = probe::run(&pair.route, &pair.monitor, &redactor).await;
-    // Secrets are removed before classification, because the classifier quotes pieces of the
-    // body in its evidence and a piece can cut a secret so that it no longer matches.
-    scrub_observation(&mut report.observation, &redactor);
+    let report = probe::run(&pair.route, &pair.monitor, &redactor).await;
     let mut verdict = classify::classify(&report.observation, &pair.monitor.expect, &rules);
     verdict.evidence = redactor.redact(&verdict.evidence);
     (report, verdict)
-}
-
-/// Replaces secrets in the body and header values of a response (a server may echo the
-/// request's credentials back).
-fn scrub_observation(observation: &mut Observation, redactor: &Redactor) {
-    let Observation::Response(response) = observation else {
-        return;
-    };
-    if let Some(clean) = redactor.redact_bytes(&response.body) {
-        response.body = clean;
-    }
-    for (_, value) in &mut response.headers {
-        let clean = redactor.redact(value);
-        if clean != *value {
-            *value = clean;
-        }
-    }
 }
 
 /// Builds every pair of a config in config order (monitor, then route), for one-shot use.

@@ -1,8 +1,9 @@
 //! Evidence: the one line of a verdict that shows an operator what matched. Every line is
 //! capped at [`MAX_EVIDENCE_CHARS`], never repeats the value of a credential header, and has
-//! key-like tokens replaced with `[redacted]`.
+//! key-like tokens replaced with [`REDACTED`], the same mark the redactor writes.
 
 use super::facts::{ResponseFacts, collapse_whitespace, scalar_text, values_at};
+use crate::redact::REDACTED;
 
 /// Maximum evidence line length in characters, including the trailing ellipsis of a cut line.
 pub const MAX_EVIDENCE_CHARS: usize = 200;
@@ -124,7 +125,9 @@ fn first_scalar(document: &serde_json::Value, path: &str) -> Option<String> {
         .map(|text| text.into_owned())
 }
 
-/// Replaces key-like tokens with `[redacted]`: provider key prefixes and long opaque tokens.
+/// Replaces key-like tokens with [`REDACTED`]: provider key prefixes and long opaque tokens.
+/// Known secrets are removed before classification; this catches keys the config does not
+/// name, such as a provider echoing a key from another request.
 pub(crate) fn scrub_secrets(text: &str) -> String {
     let mut scrubbed = String::with_capacity(text.len());
     let mut token_start = None;
@@ -154,7 +157,7 @@ fn push_token(out: &mut String, token: &str) {
         && token.bytes().any(|b| b.is_ascii_digit())
         && token.bytes().any(|b| b.is_ascii_alphabetic());
     if opaque || (has_key_prefix && token.len() >= 12) {
-        out.push_str("[redacted]");
+        out.push_str(REDACTED);
     } else {
         out.push_str(token);
     }
@@ -178,7 +181,7 @@ mod tests {
     fn scrub_secrets_openai_key_is_redacted() {
         assert_eq!(
             scrub_secrets("Incorrect API key provided: sk-proj-abcdefghijklmnop."),
-            "Incorrect API key provided: [redacted]."
+            "Incorrect API key provided: [REDACTED]."
         );
     }
 
@@ -195,7 +198,7 @@ mod tests {
         let token = "a1".repeat(20);
         assert_eq!(
             scrub_secrets(&format!("token {token} end")),
-            "token [redacted] end"
+            "token [REDACTED] end"
         );
     }
 

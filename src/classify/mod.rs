@@ -558,7 +558,7 @@ mod tests {
         ));
         assert_eq!(
             verdict.evidence,
-            "HTTP 418; JSON error.message \"bad token [redacted]\"; expected 2xx JSON"
+            "HTTP 418; JSON error.message \"bad token [REDACTED]\"; expected 2xx JSON"
         );
     }
 

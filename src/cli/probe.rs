@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::classify::{Class, Observation, Verdict};
+use crate::classify::{Class, Observation, TransportKind, Verdict};
 use crate::cli::{OutputFormat, ProbeArgs};
 use crate::config::Config;
 use crate::probe::ProbeReport;
@@ -192,6 +192,9 @@ fn write_text(
         writeln!(out, "*  source address {address}")?;
     }
     writeln!(out, "*  {resolved}")?;
+    for (name, value) in &pair.monitor.headers {
+        writeln!(out, ">  {name}: {}", redactor.redact(value))?;
+    }
     match &report.observation {
         Observation::Response(response) => {
             let peer = report
@@ -231,7 +234,8 @@ fn write_text(
         Observation::Transport(error) => {
             writeln!(
                 out,
-                "!  failed after {} ms: {}",
+                "!  {} failed after {} ms: {}",
+                failed_step(pair, error.kind),
                 report.total.as_millis(),
                 error.detail
             )?;
@@ -245,6 +249,22 @@ fn write_text(
         report.total.as_millis(),
         verdict.evidence
     )
+}
+
+/// Names the step that failed in words an operator checks next: the lookup, the TCP
+/// connection, the TLS handshake, or the route's proxy.
+fn failed_step(pair: &Pair, kind: TransportKind) -> String {
+    let url = &pair.monitor.url;
+    let host = url.host_str().unwrap_or("the endpoint");
+    let port = url.port_or_known_default().unwrap_or(443);
+    match (kind, &pair.route.proxy) {
+        (TransportKind::Timeout, _) => "the request".to_owned(),
+        (TransportKind::Dns, _) => format!("DNS lookup of {host}"),
+        (TransportKind::Connect, _) => format!("TCP connection to {host}:{port}"),
+        (TransportKind::Tls, _) => format!("TLS handshake with {host}:{port}"),
+        (TransportKind::Proxy, Some(proxy)) => format!("proxy {proxy}"),
+        (TransportKind::Proxy, None) => "the proxy".to_owned(),
+    }
 }
 
 fn shown_headers(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {

@@ -242,7 +242,7 @@ impl<'a> Validator<'a> {
             Err(error) => {
                 let message = format!(
                     "invalid URL \"{}\": {error} (expected an absolute http or https URL)",
-                    raw.0
+                    quotable(&raw.0)
                 );
                 self.error(path, message);
                 return None;
@@ -252,7 +252,7 @@ impl<'a> Validator<'a> {
             let message = format!(
                 "unsupported URL scheme \"{}\" in \"{}\" (use http or https)",
                 url.scheme(),
-                raw.0
+                quotable(&raw.0)
             );
             self.error(path, message);
             return None;
@@ -361,7 +361,7 @@ impl<'a> Validator<'a> {
             Err(error) => {
                 let message = format!(
                     "invalid proxy URL \"{}\": {error} (expected a URL such as socks5h://user:password@127.0.0.1:1080)",
-                    raw.0
+                    quotable(&raw.0)
                 );
                 self.error(path, message);
                 return None;
@@ -429,4 +429,11 @@ fn read_certificates(file: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Returns a URL as written in the file with its password and `key=` query values hidden,
+/// for quoting in an error message: a literal key in the file must not reach a terminal or a
+/// log through `check` or a rejected reload.
+fn quotable(raw: &str) -> String {
+    crate::redact::Redactor::default().redact(raw)
 }

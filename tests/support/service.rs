@@ -227,6 +227,62 @@ impl Service {
     pub fn stop(&mut self) -> ExitStatus {
         self.process.stop()
     }
+
+    /// Returns the process id, for sending signals such as SIGHUP.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Sends `signal` (such as `libc::SIGHUP`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("process ids fit in pid_t");
+        // SAFETY: kill(2) only sends a signal, to our own child, which is not reaped before
+        // the guard drops, so the pid cannot belong to another process.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status, or `None`
+    /// when it is still running.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Sends `POST path` with an empty body and returns the whole response.
+    ///
+    /// Panics with routewatch's stderr if the request fails.
+    pub fn post(&self, path: &str) -> HttpResponse {
+        http_post(self.addr, path).unwrap_or_else(|error| {
+            panic!(
+                "POST {path} to routewatch failed: {error}\nstderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+}
+
+/// Sends `POST path` with an empty body to `addr` as HTTP/1.0 and reads the whole response.
+pub fn http_post(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
 }
 
 /// Runs routewatch with `args` and extra environment variables to completion, for the
