@@ -198,7 +198,12 @@ fn summarize_chain(error: &reqwest::Error, kind: TransportKind) -> String {
             innermost.insert(0, cause);
         }
     }
-    match error.url().and_then(|url| url.host_str()) {
+    // The endpoint's host names what failed, except when the proxy failed before reaching it.
+    let host = error
+        .url()
+        .and_then(|url| url.host_str())
+        .filter(|_| kind != TransportKind::Proxy);
+    match host {
         Some(host) if innermost.is_empty() => format!("{stage} ({host})"),
         Some(host) => format!("{stage} ({host}): {}", innermost.join(": ")),
         None if innermost.is_empty() => stage.to_owned(),

@@ -229,15 +229,15 @@ fn probe_text_shows_each_step() {
 *  GET {url}
 *  127.0.0.1 is resolved by the proxy
 >  accept: application/json
-!  proxy socks5h://rw:[REDACTED]@127.0.0.1:{dead_port} failed after N ms: error sending request for url ({url}): client error (Connect): error connecting to socks proxy: SOCKS error: failed to create underlying connection
-=> proxy transport.proxy (N ms): error sending request for url ({url}): client error (Connect): error connecting to socks proxy: SOCKS error: failed to create underlying connection
+!  proxy socks5h://rw:[REDACTED]@127.0.0.1:{dead_port} failed after N ms: proxy failed: error connecting to socks proxy: SOCKS error: failed to create underlying connection
+=> proxy transport.proxy (N ms): proxy failed: error connecting to socks proxy: SOCKS error: failed to create underlying connection
 
 == api via untrusted (direct)
 *  GET {url}
 *  127.0.0.1 resolved to 127.0.0.1
 >  accept: application/json
-!  TLS handshake with 127.0.0.1:{port} failed after N ms: error sending request for url ({url}): client error (Connect): invalid peer certificate: UnknownIssuer
-=> tls transport.tls (N ms): error sending request for url ({url}): client error (Connect): invalid peer certificate: UnknownIssuer
+!  TLS handshake with 127.0.0.1:{port} failed after N ms: TLS handshake failed (127.0.0.1): invalid peer certificate: UnknownIssuer
+=> tls transport.tls (N ms): TLS handshake failed (127.0.0.1): invalid peer certificate: UnknownIssuer
 
 "#
     );
@@ -327,9 +327,7 @@ fn probe_json_fields_are_exact() {
 
     let mut dead = lines[2].clone();
     dead["duration_seconds"].take();
-    let detail = format!(
-        "error sending request for url ({url}): client error (Connect): error connecting to socks proxy: SOCKS error: failed to create underlying connection"
-    );
+    let detail = "proxy failed: error connecting to socks proxy: SOCKS error: failed to create underlying connection";
     assert_eq!(
         dead,
         serde_json::json!({

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +48,9 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
         errors,
     })?;
 
-    // Bind first: a taken port should stop the start before any probe runs.
+    // Signal handlers first, so that a signal during start-up stops the service cleanly, and
+    // then the listener, so that a taken port stops the start before any probe runs.
+    let signals = Signals::install()?;
     let server = Server::bind(args.listen).await?;
     let metrics = Metrics::new();
     metrics.record_config_load(true, SystemTime::now());
@@ -75,7 +77,7 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let server_task = tokio::spawn(server.serve(state, server_stop.clone()));
 
-    let signal_name = wait_for_stop(&path, &engine, &metrics, reload_requests).await?;
+    let signal_name = wait_for_stop(signals, &path, &engine, &metrics, reload_requests).await;
     tracing::info!(signal = signal_name, "routewatch stopping");
 
     engine.shutdown().await;
@@ -90,22 +92,37 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The signals the service handles.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, RunError> {
+        Ok(Signals {
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
 /// Serves reload requests (SIGHUP and POST /-/reload) until SIGTERM or SIGINT arrives, and
 /// returns the name of that signal.
 async fn wait_for_stop(
+    mut signals: Signals,
     path: &Path,
     engine: &Engine,
     metrics: &Metrics,
     mut reload_requests: mpsc::Receiver<ReloadRequest>,
-) -> Result<&'static str, RunError> {
-    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
-    let mut hangup = install(SignalKind::hangup(), "SIGHUP")?;
+) -> &'static str {
     loop {
         tokio::select! {
-            _ = terminate.recv() => return Ok("SIGTERM"),
-            _ = interrupt.recv() => return Ok("SIGINT"),
-            _ = hangup.recv() => {
+            _ = signals.terminate.recv() => return "SIGTERM",
+            _ = signals.interrupt.recv() => return "SIGINT",
+            _ = signals.hangup.recv() => {
                 let _ = reload(path, engine, metrics).await;
             }
             Some(reply) = reload_requests.recv() => {
@@ -116,7 +133,7 @@ async fn wait_for_stop(
     }
 }
 
-fn install(kind: SignalKind, name: &'static str) -> Result<tokio::signal::unix::Signal, RunError> {
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, RunError> {
     signal(kind).map_err(|source| RunError::Signal {
         signal: name,
         source,
