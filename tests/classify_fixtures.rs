@@ -215,3 +215,73 @@ fn evidence_nested_geo_names_json_code() {
         "HTTP 400; JSON error.code = unsupported_country_region_territory"
     );
 }
+
+#[test]
+fn trap_tinyproxy_wrong_password_401_is_proxy() {
+    let verdict = classify_fixture("tinyproxy-auth-401.http");
+    assert_eq!(verdict.class, Class::Proxy);
+    assert_eq!(
+        verdict.evidence,
+        "HTTP 401; header server: tinyproxy/1.11.1"
+    );
+}
+
+#[test]
+fn trap_via_unable_to_connect_502_is_proxy() {
+    let verdict = classify_fixture("via-unable-to-connect-502.http");
+    assert_eq!(verdict.class, Class::Proxy);
+    assert_eq!(
+        verdict.evidence,
+        "HTTP 502; header via: 1.1 tinyproxy (tinyproxy/1.11.1); \
+         HTML title \"502 Unable to connect\"; body contains \"unable to connect\""
+    );
+}
+
+#[test]
+fn trap_region_page_200_is_geo_block() {
+    let verdict = classify_fixture("html-region-200.http");
+    assert_eq!(verdict.class, Class::GeoBlock);
+    assert_eq!(
+        verdict.evidence,
+        "HTTP 200; HTML title \"Unavailable\"; body contains \"not available in your region\""
+    );
+}
+
+#[test]
+fn evidence_empty_403_names_cdn_header() {
+    let cloudfront = classify_fixture("cloudfront-empty-403.http");
+    assert_eq!(
+        cloudfront.evidence,
+        "HTTP 403; empty body; header server: CloudFront"
+    );
+    let cloudflare = classify_fixture("cloudflare-empty-403-no-ray.http");
+    assert_eq!(
+        cloudflare.evidence,
+        "HTTP 403; empty body; header server: cloudflare"
+    );
+}
+
+#[test]
+fn evidence_204_names_empty_body() {
+    let verdict = classify_fixture("no-content-204.http");
+    assert_eq!(verdict.evidence, "HTTP 204; empty body");
+}
+
+#[test]
+fn evidence_redirect_names_target_without_query() {
+    let html = classify_fixture("redirect-301-html.http");
+    assert_eq!(
+        html.evidence,
+        "HTTP 301; redirect to https://api.example.com/v2/models?…; expected 2xx JSON"
+    );
+    let empty = classify_fixture("redirect-308-empty.http");
+    assert_eq!(
+        empty.evidence,
+        "HTTP 308; redirect to /v2/models; expected 2xx JSON"
+    );
+    let portal = classify_fixture("captive-portal-redirect-302.http");
+    assert_eq!(
+        portal.evidence,
+        "HTTP 302; redirect to http://192.0.2.1:8002/index.php?…"
+    );
+}

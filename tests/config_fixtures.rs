@@ -18,6 +18,9 @@ fn fake_env(name: &str) -> Option<String> {
         "ANTHROPIC_API_KEY" => "sk-ant-test",
         "GATEWAY_KEY" => "gw-secret",
         "GEMINI_API_KEY" => "gem-key",
+        "SECRET_TIMEOUT" => "SKSECRET_BBB",
+        "SLASH_PASSWORD" => "pa/ss@wo:rd",
+        "PROXY_URL_WITH_SLASH" => "http://user:8/ss@127.0.0.1:3128",
         _ => return None,
     };
     Some(value.to_owned())
@@ -228,6 +231,9 @@ fn valid_fixture_secrets() {
     assert_eq!(
         config.secrets(),
         [
+            // base64 of "user:p%40ss%3Aword" and of "user:p@ss:word", the Basic credentials
+            "dXNlcjpwJTQwc3MlM0F3b3Jk",
+            "dXNlcjpwQHNzOndvcmQ=",
             "Bearer gw-secret",
             "p%40ss%3Aword",
             "sk-ant-test",
@@ -347,5 +353,59 @@ fn config_error_fields_are_exact() {
     assert_eq!(
         error.message,
         "unknown route \"hk\" (routes are: direct, us)"
+    );
+}
+
+#[test]
+fn proxy_password_from_env_is_percent_encoded() {
+    let text = "\
+routes:
+  - name: corp
+    proxy: http://user:${SLASH_PASSWORD}@127.0.0.1:3128
+monitors:
+  - name: gw
+    url: http://127.0.0.1:9/
+";
+    let config = config::parse(text, Path::new("m.yaml"), &fake_env).unwrap();
+    let proxy = config.routes[0].proxy.as_ref().unwrap();
+    assert_eq!(proxy.host_str(), Some("127.0.0.1"));
+    assert_eq!(proxy.port(), Some(3128));
+    assert_eq!(proxy.username(), "user");
+    // The url crate encodes the `:` itself.
+    assert_eq!(proxy.password(), Some("pa%2Fss%40wo%3Ard"));
+}
+
+fn load_with_source_address(address: &str) -> Result<config::Config, ConfigErrors> {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("monitors.yaml");
+    let text = format!(
+        "routes:\n  - name: office\n    source_address: {address}\nmonitors:\n  - name: gw\n    url: http://127.0.0.1:9/\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    config::load(&path).map_err(|errors| {
+        // Strip the temporary folder so that the message can be compared exactly.
+        let mut errors = errors;
+        for error in &mut errors.errors {
+            error.file = PathBuf::from("monitors.yaml");
+        }
+        errors
+    })
+}
+
+#[test]
+fn load_rejects_source_address_of_another_machine() {
+    let errors = load_with_source_address("192.0.2.10").unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "monitors.yaml:3:21: routes[0].source_address: source_address 192.0.2.10 is not an address of this machine (bind failed: Cannot assign requested address); use an address from \"ip addr\""
+    );
+}
+
+#[test]
+fn load_accepts_loopback_source_address() {
+    let config = load_with_source_address("127.0.0.5").unwrap();
+    assert_eq!(
+        config.routes[0].source_address,
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)))
     );
 }

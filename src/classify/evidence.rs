@@ -11,6 +11,13 @@ pub const MAX_EVIDENCE_CHARS: usize = 200;
 /// Longest quoted body or header text inside an evidence line, in characters.
 const MAX_QUOTED_CHARS: usize = 80;
 
+/// Longest body excerpt quoted for a response that no signature matched, in characters.
+/// Only the first line of the body is quoted.
+const MAX_BODY_EXCERPT_CHARS: usize = 60;
+
+/// Longest redirect target shown, in characters, after its query is removed.
+const MAX_LOCATION_CHARS: usize = 100;
+
 /// Headers whose values are credentials; evidence names them but never shows their values.
 const SECRET_HEADERS: [&str; 8] = [
     "authorization",
@@ -41,29 +48,75 @@ pub(crate) fn response_line(status: u16, fragments: &[String]) -> String {
     finish(&line)
 }
 
-/// Scrubs key-like tokens from `line`, collapses its whitespace and caps its length.
+/// Scrubs key-like tokens from `line`, collapses its whitespace and caps its length at a
+/// word boundary.
 pub(crate) fn finish(line: &str) -> String {
     let scrubbed = scrub_secrets(&collapse_whitespace(line));
-    truncate_chars(&scrubbed, MAX_EVIDENCE_CHARS)
+    truncate_words(&scrubbed, MAX_EVIDENCE_CHARS)
 }
 
-/// Quotes `text` for an evidence line, cut at [`MAX_QUOTED_CHARS`].
+/// Quotes `text` for an evidence line, cut at a word boundary within [`MAX_QUOTED_CHARS`].
 pub(crate) fn quote(text: &str) -> String {
-    let collapsed = collapse_whitespace(text);
-    format!("\"{}\"", truncate_chars(&collapsed, MAX_QUOTED_CHARS))
+    quote_within(text, MAX_QUOTED_CHARS)
+}
+
+/// Quotes `text`, scrubbed before it is cut: a token cut first could slip past the
+/// scrubber, and a cut inside a word is moved back to the word's start.
+fn quote_within(text: &str, max_chars: usize) -> String {
+    let scrubbed = scrub_secrets(&collapse_whitespace(text));
+    format!("\"{}\"", truncate_words(&scrubbed, max_chars))
+}
+
+/// Describes a redirect target as `redirect to <target>`. The query and fragment are
+/// replaced with `?…` and user info is removed, because either can carry a credential.
+pub(crate) fn describe_redirect(location: &str) -> String {
+    let location = location.trim();
+    let (target, had_query) = match location.find(['?', '#']) {
+        Some(cut) => (&location[..cut], true),
+        None => (location, false),
+    };
+    let target = strip_user_info(target);
+    let mut shown = truncate_chars(&scrub_secrets(&target), MAX_LOCATION_CHARS);
+    if had_query && !shown.ends_with('…') {
+        shown.push_str("?…");
+    }
+    format!("redirect to {shown}")
+}
+
+/// Removes `user:password@` from an absolute URL's authority.
+fn strip_user_info(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_len = url[authority_start..]
+        .find('/')
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{}{}",
+            &url[..authority_start],
+            &url[authority_start + at + 1..]
+        ),
+        None => url.to_owned(),
+    }
 }
 
 /// Describes a matched header. For credential headers only the name and the matched text
 /// appear, never the value.
 pub(crate) fn describe_header(name: &str, value: &str, matched: Option<&str>) -> String {
     let name = name.to_ascii_lowercase();
+    if name == "location" {
+        return describe_redirect(value);
+    }
     let secret = SECRET_HEADERS.contains(&name.as_str());
     match (secret, matched) {
         (true, Some(text)) => format!("header {name} contains {}", quote(text)),
         (true, None) => format!("header {name} present"),
         (false, _) => format!(
             "header {name}: {}",
-            truncate_chars(value.trim(), MAX_QUOTED_CHARS)
+            truncate_words(&scrub_secrets(value.trim()), MAX_QUOTED_CHARS)
         ),
     }
 }
@@ -87,7 +140,12 @@ pub(crate) fn summarize_body(facts: &ResponseFacts<'_>) -> String {
             _ => "HTML body without a title".to_owned(),
         };
     }
-    format!("body {}", quote(&facts.text))
+    let first_line = facts
+        .text
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or_default();
+    format!("body {}", quote_within(first_line, MAX_BODY_EXCERPT_CHARS))
 }
 
 /// Returns fragments for the best-known error fields of a JSON error document: at most one
@@ -173,6 +231,28 @@ pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> String {
     cut
 }
 
+/// Cuts `text` to `max_chars` characters like [`truncate_chars`], but never inside a word:
+/// a cut word is dropped whole, so a cut text may be much shorter, down to only `…`.
+pub(crate) fn truncate_words(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    let next = text.chars().nth(kept.chars().count());
+    let cut_inside_word = next.is_some_and(|c| !c.is_whitespace());
+    let mut cut = if cut_inside_word {
+        match kept.rfind(char::is_whitespace) {
+            Some(space) => kept[..space].to_owned(),
+            None => String::new(),
+        }
+    } else {
+        kept
+    };
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,9 +326,50 @@ mod tests {
     }
 
     #[test]
-    fn finish_long_line_is_capped() {
+    fn finish_long_line_is_capped_at_a_word() {
         let line = finish(&"word ".repeat(100));
+        // 40 words and their spaces end at character 199, so the 40th word fits whole.
+        assert_eq!(line, format!("{}…", "word ".repeat(40).trim_end()));
         assert_eq!(line.chars().count(), MAX_EVIDENCE_CHARS);
-        assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn truncate_words_drops_a_cut_word() {
+        assert_eq!(truncate_words("abc defgh", 8), "abc…");
+        assert_eq!(truncate_words("abc defgh", 9), "abc defgh");
+        assert_eq!(truncate_words("abc def gh", 8), "abc def…");
+        assert_eq!(truncate_words("abcdefghij", 5), "…");
+    }
+
+    #[test]
+    fn quote_cut_secret_is_dropped_not_shown() {
+        let text = format!("authorization: Bearer {}", "BEARERSECRET33".repeat(6));
+        assert_eq!(
+            quote_within(&text, 40),
+            "\"authorization: Bearer [redacted]\""
+        );
+        let unscrubbable = format!("authorization: Bearer {}", "s3cr3t".repeat(3));
+        assert_eq!(
+            quote_within(&unscrubbable, 30),
+            "\"authorization: Bearer…\""
+        );
+    }
+
+    #[test]
+    fn describe_redirect_drops_query_and_user_info() {
+        assert_eq!(
+            describe_redirect("https://api.example.com/v2/models"),
+            "redirect to https://api.example.com/v2/models"
+        );
+        assert_eq!(
+            describe_redirect("https://u:pw@api.example.com/v2/models?key=SECRET&x=1"),
+            "redirect to https://api.example.com/v2/models?…"
+        );
+        assert_eq!(describe_redirect("/login#top"), "redirect to /login?…");
+        let long = format!("https://api.example.com/{}", "segment/".repeat(20));
+        assert_eq!(
+            describe_redirect(&long).chars().count(),
+            "redirect to ".len() + MAX_LOCATION_CHARS
+        );
     }
 }

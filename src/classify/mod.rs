@@ -145,7 +145,9 @@ pub struct TransportError {
 pub struct Expectation {
     /// Accepted status codes; empty means any 2xx.
     pub statuses: Vec<u16>,
-    /// True when the body must be JSON (by content type, or by its first byte).
+    /// True when the body must be JSON (by content type, or by its first byte). For 204 No
+    /// Content and 205 Reset Content, which carry no body, it means "JSON if there is a
+    /// body": an empty body passes.
     pub json: bool,
 }
 
@@ -230,7 +232,8 @@ fn classify_response(
 
     let rules = user_rules.iter().chain(&table.rules);
     for rule in rules {
-        if let Some(fragments) = rule.evaluate(&facts) {
+        if let Some(mut fragments) = rule.evaluate(&facts) {
+            add_redirect_target(&mut fragments, response);
             return Verdict {
                 class: rule.class,
                 reason: rule.id.clone(),
@@ -252,10 +255,13 @@ fn check_expectation(facts: &ResponseFacts<'_>, expectation: &Expectation) -> Op
         return None;
     }
     let fragment = if expectation.json {
-        if !facts.body_is_json() {
+        if facts.body_is_json() {
+            "JSON body".to_owned()
+        } else if matches!(status, 204 | 205) && facts.body_is_empty() {
+            "empty body".to_owned()
+        } else {
             return None;
         }
-        "JSON body".to_owned()
     } else if facts.content_type.is_empty() {
         "no content-type".to_owned()
     } else {
@@ -280,16 +286,24 @@ fn status_expected(status: u16, expectation: &Expectation) -> bool {
 fn fallback(facts: &ResponseFacts<'_>, expectation: &Expectation) -> Verdict {
     let status = facts.response.status;
     let html_for_json = expectation.json && facts.body_is_html();
+    let location = facts.response.header("location");
     let (class, reason) = match status {
         401 => (Class::Auth, "http.401"),
         407 => (Class::Proxy, "http.407"),
         429 => (Class::RateLimited, "http.429"),
         500..=599 => (Class::ServerError, "http.5xx"),
+        // A redirect's page is only the server's note about the move, so its HTML says
+        // nothing about a WAF. The captive portal rows catch redirects to a login page.
+        300..=399 if location.is_some() => (Class::Unexpected, "expectation.failed"),
         _ if html_for_json => (Class::WafHtml, "html.instead_of_json"),
         _ => (Class::Unexpected, "expectation.failed"),
     };
 
-    let mut fragments = vec![evidence::summarize_body(facts)];
+    let mut fragments = Vec::new();
+    add_redirect_target(&mut fragments, facts.response);
+    if fragments.is_empty() {
+        fragments.push(evidence::summarize_body(facts));
+    }
     if class == Class::Unexpected || class == Class::WafHtml {
         fragments.push(describe_expectation(expectation));
     }
@@ -298,6 +312,24 @@ fn fallback(facts: &ResponseFacts<'_>, expectation: &Expectation) -> Verdict {
         reason: Cow::Borrowed(reason),
         evidence: evidence::response_line(status, &fragments),
     }
+}
+
+/// Adds `redirect to <target>` for a 3xx response with a Location header, unless a matcher
+/// already named the Location.
+fn add_redirect_target(fragments: &mut Vec<String>, response: &HttpResponse) {
+    if !(300..=399).contains(&response.status) {
+        return;
+    }
+    let Some(location) = response.header("location") else {
+        return;
+    };
+    if fragments
+        .iter()
+        .any(|fragment| fragment.starts_with("redirect to "))
+    {
+        return;
+    }
+    fragments.insert(0, evidence::describe_redirect(location));
 }
 
 /// Describes what the monitor expected, e.g. `expected 2xx JSON`.
@@ -369,7 +401,9 @@ mod tests {
             detail: "invalid peer certificate: ".repeat(20),
         });
         let verdict = run(&observation);
-        assert_eq!(verdict.evidence.chars().count(), MAX_EVIDENCE_CHARS);
+        // The cut falls inside "certificate", which is dropped whole.
+        let expected = format!("{}invalid peer…", "invalid peer certificate: ".repeat(7));
+        assert_eq!(verdict.evidence, expected);
     }
 
     #[test]
@@ -579,6 +613,76 @@ mod tests {
         });
         let verdict = classify(&observation, &Expectation::default(), &[rule]);
         assert_eq!(verdict.evidence, "HTTP 403; header set-cookie present");
+    }
+
+    #[test]
+    fn classify_204_and_205_empty_body_is_ok() {
+        for status in [204, 205] {
+            let verdict = run(&json_response(status, ""));
+            assert_eq!(verdict.class, Class::Ok, "status {status}");
+            assert_eq!(verdict.evidence, format!("HTTP {status}; empty body"));
+        }
+        let not_json = run(&json_response(204, "done"));
+        assert_eq!(not_json.class, Class::Unexpected);
+        let empty_200 = run(&json_response(200, ""));
+        assert_eq!(empty_200.class, Class::Unexpected);
+    }
+
+    #[test]
+    fn classify_user_rule_on_redirect_names_target() {
+        let rule = Rule {
+            id: Cow::Borrowed("moved"),
+            class: Class::Unexpected,
+            when: vec![Matcher::Status(vec![301])],
+        };
+        let observation = Observation::Response(HttpResponse {
+            status: 301,
+            headers: vec![(
+                "location".to_owned(),
+                "https://api.example.com/v2/models".to_owned(),
+            )],
+            ..HttpResponse::default()
+        });
+        let verdict = classify(&observation, &Expectation::default(), &[rule]);
+        assert_eq!(
+            verdict.evidence,
+            "HTTP 301; redirect to https://api.example.com/v2/models"
+        );
+    }
+
+    #[test]
+    fn classify_reflected_request_quotes_first_line_only() {
+        let body = format!(
+            "GET /reflect HTTP/1.1\r\nauthorization: Bearer BEARERSECRET33{}\r\n",
+            "x".repeat(40)
+        );
+        let observation = Observation::Response(HttpResponse {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+            body: body.into_bytes(),
+            body_truncated: false,
+        });
+        let verdict = run(&observation);
+        assert_eq!(
+            verdict.evidence,
+            "HTTP 200; body \"GET /reflect HTTP/1.1\"; expected 2xx JSON"
+        );
+    }
+
+    #[test]
+    fn classify_long_body_line_is_cut_at_a_word() {
+        let body = format!("error: upstream refused {}", "BEARERSECRET33".repeat(5));
+        let observation = Observation::Response(HttpResponse {
+            status: 418,
+            headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+            body: body.into_bytes(),
+            body_truncated: false,
+        });
+        let verdict = run(&observation);
+        assert_eq!(
+            verdict.evidence,
+            "HTTP 418; body \"error: upstream refused [redacted]\"; expected 2xx JSON"
+        );
     }
 
     #[test]

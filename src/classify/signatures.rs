@@ -67,17 +67,38 @@ fn builtin_rules() -> Vec<Rule> {
 fn proxy_rules() -> Vec<Rule> {
     vec![
         rule("squid.error_page", Proxy, vec![header("x-squid-error")]),
+        // tinyproxy passes the upstream's own Server header through on forwarded responses,
+        // so `server: tinyproxy` marks a page that tinyproxy generated itself (its refusals
+        // of a wrong proxy password and its "Unable to connect" pages).
+        rule(
+            "tinyproxy.error_page",
+            Proxy,
+            vec![
+                Matcher::StatusRange(400..=599),
+                header_with("server", "tinyproxy"),
+            ],
+        ),
+        // Proxy-Authenticate is the proxy's challenge (RFC 9110), never the endpoint's,
+        // whether the proxy sent it with 407 or, for a plain-HTTP request, with 401.
+        rule(
+            "proxy.auth_required",
+            Proxy,
+            vec![status(&[401, 407]), header("proxy-authenticate")],
+        ),
+        // A gateway page that names the proxy's own failure. Via is required: a CDN 5xx
+        // page has no such phrase, and an API's own 502 without Via is the server's.
         rule(
             "proxy.upstream_error",
             Proxy,
             vec![
-                Matcher::StatusRange(502..=504),
+                Matcher::StatusRange(500..=504),
                 header("via"),
                 Matcher::HtmlBody,
                 any(bodies(&[
                     "proxy error",
                     "the proxy server",
                     "proxy server received",
+                    "unable to connect",
                 ])),
             ],
         ),
@@ -311,14 +332,11 @@ fn edge_geo_rules() -> Vec<Rule> {
             GeoBlock,
             vec![body("configured to block access from your country")],
         ),
+        // A region page is a ban whatever its status: some edges send it with 200.
         rule(
             "html.region_unavailable",
             GeoBlock,
-            vec![
-                Matcher::StatusRange(400..=499),
-                Matcher::HtmlBody,
-                any(bodies(&REGION_PHRASES)),
-            ],
+            vec![Matcher::HtmlBody, any(bodies(&REGION_PHRASES))],
         ),
         rule(
             "api.region_unavailable",
@@ -481,7 +499,10 @@ fn other_block_rules() -> Vec<Rule> {
                 Matcher::EmptyBody,
                 any(vec![
                     header("cf-ray"),
+                    header_with("server", "cloudflare"),
                     header("x-amz-cf-id"),
+                    header_with("server", "cloudfront"),
+                    header_with("x-cache", "cloudfront"),
                     header_with("server", "akamaighost"),
                     header("x-akamai-request-id"),
                     header("x-served-by"),

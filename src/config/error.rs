@@ -102,6 +102,30 @@ pub(super) fn from_syntax(file: &Path, error: SyntaxError) -> ConfigError {
     )
 }
 
+/// Rejects what serde_yaml would reject with a message in its own terms: more than one
+/// document, and merge keys (which it reads as a key named `<<`).
+pub(super) fn check_structure(file: &Path, spans: &Spans) -> Result<(), ConfigErrors> {
+    if let Some(second) = spans.document_starts.get(1) {
+        let message =
+            "config contains more than one YAML document (remove the --- separators)".to_owned();
+        return Err(ConfigError::at(file, *second, "", message).into());
+    }
+    let errors: Vec<ConfigError> = spans
+        .merge_keys
+        .iter()
+        .map(|(path, position)| {
+            let message =
+                "YAML merge keys (<<) are not supported; repeat the keys instead".to_owned();
+            ConfigError::at(file, *position, path, message)
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors { errors })
+    }
+}
+
 /// Message openings that serde and serde_yaml put after the `path: ` prefix.
 const SERDE_MESSAGE_STARTS: &[&str] = &[
     "unknown field",

@@ -129,7 +129,8 @@ impl Config {
 }
 
 /// Reads and validates the config file at `path`, expanding `${VAR}` from the process
-/// environment.
+/// environment. Each `source_address` must also be an address of this machine: a TCP socket
+/// is bound to it on port 0 and closed, which sends nothing.
 ///
 /// # Errors
 /// Returns every problem found: an unreadable or oversized file, a syntax error, an unknown
@@ -154,18 +155,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("the file is not valid UTF-8 (first bad byte at offset {offset})"),
         )
     })?;
-    parse(&text, path, &|name| std::env::var(name).ok())
+    parse_text(&text, path, &|name| std::env::var(name).ok(), true)
 }
 
 /// Validates config `text`; `source` names the file in messages and anchors relative
 /// `ca_file` paths, and `env` looks up `${VAR}` values.
 ///
+/// Unlike [`load`], it does not check that each `source_address` belongs to this machine,
+/// so its result does not depend on the host it runs on.
+///
 /// # Errors
-/// As [`load`], minus the file reading.
+/// As [`load`], minus the file reading and the host check.
 pub fn parse(
     text: &str,
     source: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    parse_text(text, source, env, false)
+}
+
+fn parse_text(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    check_host: bool,
 ) -> Result<Config, ConfigErrors> {
     let size = text.len() as u64;
     if size > MAX_FILE_BYTES {
@@ -176,9 +189,16 @@ pub fn parse(
     let raw = if is_blank(text) {
         raw::RawConfig::default()
     } else {
+        error::check_structure(source, &spans)?;
         raw::from_str(text).map_err(|error| error::from_serde(source, &spans, &error))?
     };
-    validate::Validator::new(source, &spans, env).run(raw)
+    let validator = validate::Validator::new(source, &spans, env);
+    let validator = if check_host {
+        validator.with_host_checks()
+    } else {
+        validator
+    };
+    validator.run(raw)
 }
 
 fn too_large(source: &Path, size: u64) -> ConfigError {

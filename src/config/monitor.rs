@@ -4,7 +4,7 @@ use url::Url;
 
 use super::provider::{self, KeyPlacement, Preset};
 use super::raw::{RawExpect, RawMonitor};
-use super::validate::{Defaults, Validator};
+use super::validate::{Defaults, Validator, as_written};
 use super::values::{check_header_name, check_header_value};
 use crate::classify::Expectation;
 
@@ -91,14 +91,15 @@ impl Validator<'_> {
 
     fn preset(&mut self, path: &str, raw: &RawMonitor) -> Option<&'static Preset> {
         let key_path = format!("{path}.provider");
-        let name = self.text(&key_path, raw.provider.as_ref()?)?;
+        let written = raw.provider.as_ref()?;
+        let name = self.text(&key_path, written)?;
         let found = provider::find(&name);
         if found.is_none() {
             let message = format!(
                 "unknown provider \"{name}\" (providers are: {})",
                 provider::names()
             );
-            self.error(&key_path, message);
+            self.error(&key_path, as_written(message, &name, written));
         }
         found
     }
@@ -128,7 +129,7 @@ impl Validator<'_> {
     ) -> Option<Url> {
         let key_path = format!("{path}.url");
         if let Some(text) = &raw.url {
-            let value = self.text(&key_path, text)?;
+            let value = self.url_text(&key_path, text)?;
             return self.http_url(&key_path, text, &value);
         }
 
@@ -200,12 +201,25 @@ impl Validator<'_> {
         }
 
         let before = self.error_count();
+        let mut written_names: Vec<(&str, String)> = Vec::new();
         for (name, text) in raw.headers.iter().flat_map(|map| map.0.iter()) {
             let header_path = format!("{path}.headers.{name}");
             if let Err(message) = check_header_name(name) {
                 self.key_error(&header_path, message);
                 continue;
             }
+            let first = written_names
+                .iter()
+                .find(|(earlier, _)| earlier.eq_ignore_ascii_case(name));
+            if let Some((earlier, earlier_path)) = first {
+                let line = self.key_line(earlier_path);
+                let message = format!(
+                    "duplicate header \"{name}\" (header names ignore case, so it repeats \"{earlier}\" on line {line}; keep one)"
+                );
+                self.key_error(&header_path, message);
+                continue;
+            }
+            written_names.push((name, header_path.clone()));
             let Some(value) = self.text(&header_path, text) else {
                 continue;
             };
@@ -272,9 +286,10 @@ impl Validator<'_> {
                     "unknown route \"{name}\" (routes are: {})",
                     route_names.join(", ")
                 );
-                self.error(&item_path, message);
+                self.error(&item_path, as_written(message, &name, text));
             } else if routes.contains(&name) {
-                self.error(&item_path, format!("route \"{name}\" is listed twice"));
+                let message = format!("route \"{name}\" is listed twice");
+                self.error(&item_path, as_written(message, &name, text));
             } else {
                 routes.push(name);
             }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use regex::Regex;
 
 use super::raw::{RawRule, RawWhen, Text};
-use super::validate::Validator;
+use super::validate::{Validator, as_written};
 use super::values::check_header_name;
 use crate::classify::{Class, Matcher, Rule};
 
@@ -42,13 +42,11 @@ impl Validator<'_> {
         let class = Class::parse(&name);
         if class.is_none() {
             let known: Vec<&str> = Class::ALL.iter().map(|class| class.as_str()).collect();
-            self.error(
-                path,
-                format!(
-                    "unknown class \"{name}\" (classes are: {})",
-                    known.join(", ")
-                ),
+            let message = format!(
+                "unknown class \"{name}\" (classes are: {})",
+                known.join(", ")
             );
+            self.error(path, as_written(message, &name, text));
         }
         class
     }
@@ -165,17 +163,16 @@ impl Validator<'_> {
     }
 
     fn body_regex(&mut self, path: &str, text: Option<&Text>) -> Option<Regex> {
-        let pattern = self.rule_text(path, text)?;
+        let written = text?;
+        let pattern = self.rule_text(path, Some(written))?;
         match Regex::new(&pattern) {
             Ok(regex) => Some(regex),
             Err(error) => {
-                self.error(
-                    path,
-                    format!(
-                        "invalid regex \"{pattern}\": {}",
-                        describe_regex_error(&error)
-                    ),
+                let message = format!(
+                    "invalid regex \"{pattern}\": {}",
+                    describe_regex_error(&error)
                 );
+                self.error(path, as_written(message, &pattern, written));
                 None
             }
         }

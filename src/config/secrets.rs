@@ -59,15 +59,45 @@ fn add_header_value(secrets: &mut Vec<String>, value: &str) {
     }
 }
 
-/// Adds the password of a URL as written (percent-encoded) and decoded.
+/// Adds the password of a URL as written (percent-encoded) and decoded, and the Basic
+/// credentials built from the user info: reqwest sends `Authorization: Basic` (or
+/// `Proxy-Authorization: Basic`) with the base64 of the decoded `user:password`, and the
+/// form without decoding is added too in case a client does not decode.
 fn add_url_password(secrets: &mut Vec<String>, url: &Url) {
     let Some(password) = url.password() else {
         return;
     };
     secrets.push(password.to_owned());
+    let user = url.username();
+    secrets.push(base64_encode(format!("{user}:{password}").as_bytes()));
+
+    let decoded_user = percent_decode(user).unwrap_or_else(|()| user.to_owned());
     if let Ok(decoded) = percent_decode(password) {
+        secrets.push(base64_encode(
+            format!("{decoded_user}:{decoded}").as_bytes(),
+        ));
         secrets.push(decoded);
     }
+}
+
+/// Encodes `bytes` as standard base64 with padding (RFC 4648), as HTTP Basic credentials are.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0u32, |group, (index, byte)| {
+            group | u32::from(*byte) << (16 - 8 * index)
+        });
+        for position in 0..4 {
+            if position <= chunk.len() {
+                let index = (group >> (18 - 6 * position)) & 0x3f;
+                encoded.push(char::from(ALPHABET[index as usize]));
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    encoded
 }
 
 /// Decodes `%XX` escapes; fails on malformed escapes or invalid UTF-8.
@@ -97,6 +127,36 @@ mod tests {
         assert_eq!(percent_decode("p%40ss%3A1"), Ok("p@ss:1".to_owned()));
         assert_eq!(percent_decode("plain"), Ok("plain".to_owned()));
         assert_eq!(percent_decode("bad%4"), Err(()));
+    }
+
+    #[test]
+    fn base64_encode_known_values() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(
+            base64_encode(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn add_url_password_adds_basic_credentials() {
+        let url = Url::parse("http://user:p%40ss@127.0.0.1:3128").unwrap();
+        let mut secrets = Vec::new();
+        add_url_password(&mut secrets, &url);
+        assert_eq!(
+            secrets,
+            [
+                "p%40ss",
+                // base64 of "user:p%40ss"
+                "dXNlcjpwJTQwc3M=",
+                // base64 of "user:p@ss", what reqwest sends
+                "dXNlcjpwQHNz",
+                "p@ss",
+            ]
+        );
     }
 
     #[test]

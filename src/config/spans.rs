@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,16 @@ pub(super) struct SyntaxError {
     pub message: String,
 }
 
-/// Value and key positions by key path.
+/// Value and key positions by key path, and the structure that serde_yaml rejects with
+/// unhelpful messages.
 #[derive(Debug, Default)]
 pub(super) struct Spans {
     values: HashMap<String, Position>,
     keys: HashMap<String, Position>,
+    /// Key paths and positions of YAML merge keys (a plain `<<` key).
+    pub merge_keys: Vec<(String, Position)>,
+    /// Where each document starts; more than one means a multi-document file.
+    pub document_starts: Vec<Position>,
 }
 
 impl Spans {
@@ -139,6 +144,13 @@ impl Recorder {
                     // yaml-rust2 marks a block mapping's start after its first key, so the
                     // first key's own position stands for the mapping.
                     self.spans.values.entry(path.clone()).or_insert(position);
+                    if let Event::Scalar(value, TScalarStyle::Plain, ..) = event {
+                        if value == "<<" {
+                            self.spans
+                                .merge_keys
+                                .push((join_key(path, &name), position));
+                        }
+                    }
                     self.spans
                         .keys
                         .entry(join_key(path, &name))
@@ -188,6 +200,9 @@ impl MarkedEventReceiver for Recorder {
             }
             Event::SequenceEnd => {
                 self.stack.pop();
+            }
+            Event::DocumentStart => {
+                self.spans.document_starts.push(Position::from_marker(mark));
             }
             _ => {}
         }

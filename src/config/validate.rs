@@ -18,7 +18,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::raw::{OneOrMany, RawConfig, RawDefaults, RawGlobal, RawRoute, Text};
 use super::spans::Spans;
 use super::values::{
-    check_name, expand_env, parse_duration, parse_schedule, parse_size, parse_status,
+    check_name, expand_env, expand_url, parse_duration, parse_schedule, parse_size, parse_status,
 };
 use super::{
     Config, DEFAULT_CONCURRENCY, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BODY_BYTES,
@@ -44,6 +44,8 @@ pub(super) struct Validator<'a> {
     spans: &'a Spans,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
+    /// True when `source_address` must be an address of this machine.
+    check_host: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -57,7 +59,14 @@ impl<'a> Validator<'a> {
             spans,
             env,
             errors: Vec::new(),
+            check_host: false,
         }
+    }
+
+    /// Also checks facts about this machine: that each `source_address` can be bound.
+    pub fn with_host_checks(mut self) -> Self {
+        self.check_host = true;
+        self
     }
 
     /// Validates the whole file; returns every error, sorted by position, if any.
@@ -120,6 +129,11 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Returns the line where the key of `path` is written.
+    pub(super) fn key_line(&self, path: &str) -> usize {
+        self.spans.key(path).line
+    }
+
     /// Returns the number of errors so far, to tell whether a part added any.
     pub(super) fn error_count(&self) -> usize {
         self.errors.len()
@@ -133,6 +147,29 @@ impl<'a> Validator<'a> {
         self.check(path, result)
     }
 
+    /// Expands `${VAR}` in a URL, percent-encoding what lands in its user info.
+    pub(super) fn url_text(&mut self, path: &str, text: &Text) -> Option<String> {
+        let result = expand_url(&text.0, self.env);
+        self.check(path, result)
+    }
+
+    /// Expands a value and parses it; an error quotes the value as written.
+    pub(super) fn parsed<T>(
+        &mut self,
+        path: &str,
+        text: &Text,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self.text(path, text)?;
+        match parse(&value) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                self.error(path, as_written(message, &value, text));
+                None
+            }
+        }
+    }
+
     /// Expands an optional value; empty results count as absent.
     pub(super) fn optional_text(&mut self, path: &str, text: Option<&Text>) -> Option<String> {
         let value = self.text(path, text?)?;
@@ -141,8 +178,9 @@ impl<'a> Validator<'a> {
 
     /// Expands and checks a name used as a label.
     pub(super) fn name(&mut self, path: &str, text: &Text) -> Option<String> {
-        let name = self.text(path, text)?;
-        self.check(path, check_name(&name).map(|()| name.clone()))
+        self.parsed(path, text, |name| {
+            check_name(name).map(|()| name.to_owned())
+        })
     }
 
     /// Records an error for every name seen before, pointing at the later one.
@@ -165,18 +203,15 @@ impl<'a> Validator<'a> {
     }
 
     pub(super) fn duration(&mut self, path: &str, text: &Text) -> Option<Duration> {
-        let value = self.text(path, text)?;
-        self.check(path, parse_duration(&value))
+        self.parsed(path, text, parse_duration)
     }
 
     pub(super) fn size(&mut self, path: &str, text: &Text) -> Option<usize> {
-        let value = self.text(path, text)?;
-        self.check(path, parse_size(&value))
+        self.parsed(path, text, parse_size)
     }
 
     pub(super) fn schedule(&mut self, path: &str, text: &Text) -> Option<Schedule> {
-        let value = self.text(path, text)?;
-        self.check(path, parse_schedule(&value))
+        self.parsed(path, text, parse_schedule)
     }
 
     /// Checks that a timeout is above zero.
@@ -224,10 +259,7 @@ impl<'a> Validator<'a> {
             } else {
                 format!("{path}[{index}]")
             };
-            let Some(value) = self.text(&item_path, item) else {
-                continue;
-            };
-            if let Some(code) = self.check(&item_path, parse_status(&value)) {
+            if let Some(code) = self.parsed(&item_path, item, parse_status) {
                 codes.push(code);
             }
         }
@@ -355,7 +387,10 @@ impl<'a> Validator<'a> {
 
     fn proxy(&mut self, path: &str, raw: Option<&Text>) -> Option<Url> {
         let raw = raw?;
-        let value = self.optional_text(path, Some(raw))?;
+        let value = self.url_text(path, raw)?;
+        if value.is_empty() {
+            return None;
+        }
         let url = match Url::parse(&value) {
             Ok(url) => url,
             Err(error) => {
@@ -368,10 +403,19 @@ impl<'a> Validator<'a> {
             }
         };
         if !PROXY_SCHEMES.contains(&url.scheme()) {
-            let message = format!(
-                "unsupported proxy scheme \"{}\" (use http, https, socks5 or socks5h)",
-                url.scheme()
-            );
+            // The scheme is shown only when it is written literally: a whole URL from the
+            // environment could parse with a key as its scheme.
+            let scheme = url.scheme();
+            let message = if raw.0.starts_with(&format!("{scheme}:")) {
+                format!(
+                    "unsupported proxy scheme \"{scheme}\" (use http, https, socks5 or socks5h)"
+                )
+            } else {
+                format!(
+                    "unsupported proxy scheme in \"{}\" (use http, https, socks5 or socks5h)",
+                    raw.0
+                )
+            };
             self.error(path, message);
             return None;
         }
@@ -379,22 +423,71 @@ impl<'a> Validator<'a> {
             self.error(path, format!("proxy URL \"{}\" has no host (expected a URL such as socks5h://127.0.0.1:1080)", raw.0));
             return None;
         }
+        // A path or query is never part of a proxy address. It appears when an unencoded
+        // `/` in a password from the environment ends the authority early, which also
+        // makes the text before it the host.
+        let has_path = !matches!(url.path(), "" | "/");
+        if has_path || url.query().is_some() || url.fragment().is_some() {
+            let message = format!(
+                "proxy URL \"{}\" has a path or query (a proxy URL ends after host:port; percent-encode / ? # and @ in a password, e.g. / as %2F)",
+                raw.0
+            );
+            self.error(path, message);
+            return None;
+        }
         Some(url)
     }
 
     fn source_address(&mut self, path: &str, raw: Option<&Text>) -> Option<IpAddr> {
-        let value = self.optional_text(path, raw)?;
+        let raw = raw?;
+        let value = self.optional_text(path, Some(raw))?;
         let parsed = value.parse::<IpAddr>().map_err(|_| {
-            format!("invalid source_address \"{value}\" (expected an IP address such as 192.0.2.10 or 2001:db8::1)")
+            let message = format!("invalid source_address \"{value}\" (expected an IP address such as 192.0.2.10 or 2001:db8::1)");
+            as_written(message, &value, raw)
         });
-        self.check(path, parsed)
+        let address = self.check(path, parsed)?;
+        if self.check_host {
+            self.check(path, check_local_address(address))?;
+        }
+        Some(address)
     }
 
     fn ca_file(&mut self, path: &str, raw: Option<&Text>) -> Option<PathBuf> {
-        let value = self.optional_text(path, raw)?;
+        let raw = raw?;
+        let value = self.optional_text(path, Some(raw))?;
         let file = resolve_relative(self.source, Path::new(&value));
-        let result = read_certificates(&file).map(|()| file);
+        // Messages name the resolved path, unless the path came from the environment.
+        let shown = if value == raw.0 {
+            file.display().to_string()
+        } else {
+            raw.0.clone()
+        };
+        let result = read_certificates(&file, &shown).map(|()| file);
         self.check(path, result)
+    }
+}
+
+/// Replaces the quoted expanded `value` in `message` with the value as written, so that a
+/// message never shows what `${VAR}` expanded to (it may be a key).
+pub(super) fn as_written(message: String, value: &str, written: &Text) -> String {
+    if value == written.0 {
+        return message;
+    }
+    message.replace(&format!("\"{value}\""), &format!("\"{}\"", written.0))
+}
+
+/// Checks that `address` belongs to this machine by binding a TCP socket to it on port 0.
+/// The socket is closed at once and no packet is sent.
+fn check_local_address(address: IpAddr) -> Result<(), String> {
+    match std::net::TcpListener::bind((address, 0)) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let text = error.to_string();
+            let reason = text.split(" (os error").next().unwrap_or(&text);
+            Err(format!(
+                "source_address {address} is not an address of this machine (bind failed: {reason}); use an address from \"ip addr\""
+            ))
+        }
     }
 }
 
@@ -406,9 +499,13 @@ fn resolve_relative(source: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// Checks that `file` is PEM with at least one certificate.
-fn read_certificates(file: &Path) -> Result<(), String> {
-    let file_name = file.display();
+/// Checks that `file` is PEM with at least one certificate; messages call it `file_name`.
+fn read_certificates(file: &Path, file_name: &str) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!(
+            "ca_file \"{file_name}\" is a directory (give the path of a PEM file of CA certificates)"
+        ));
+    }
     let bytes = std::fs::read(file).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => format!(
             "ca_file \"{file_name}\" not found (give the path of a PEM file of CA certificates; a relative path starts at the config file's folder)"

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use croner::parser::{CronParser, Seconds, Year};
 
 use super::Schedule;
@@ -15,11 +16,97 @@ const SIZE_HINT: &str = "expected a size such as 64KiB, 1MiB or 65536";
 
 /// Expands `${VAR}`, `${VAR:-default}` and `$$` in `text`.
 ///
-/// A `$` followed by anything else is kept as written.
+/// A `$` followed by anything else is kept as written. A `${` inside `${...}` is an error,
+/// because the first `}` would end the outer expansion and leave the rest as literal text.
 pub(super) fn expand_env(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
+    expand_env_with(text, env, &|value| value.to_owned())
+}
+
+/// Expands `${VAR}` in a URL, percent-encoding `@`, `/`, `?`, `#` and `\` in the values that
+/// land in the user info (`user:password@`), so that a password with those characters cannot
+/// move the host. `:` and `%` are kept: `${USER_AND_PASSWORD}` may hold `user:password`, and a
+/// value may already be percent-encoded.
+pub(super) fn expand_url(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let Some((start, end)) = user_info_span(text) else {
+        return expand_env(text, env);
+    };
+    nested_expansion(text)?;
+    let mut output = expand_env(&text[..start], env)?;
+    output.push_str(&expand_env_with(&text[start..end], env, &encode_user_info)?);
+    output.push_str(&expand_env(&text[end..], env)?);
+    Ok(output)
+}
+
+/// Returns the byte range of the user info in a URL as written, when the scheme is literal
+/// and the `@` that ends the user info is outside every `${...}`.
+fn user_info_span(text: &str) -> Option<(usize, usize)> {
+    let start = text.find("://")? + 3;
+    if text[..start].contains('$') {
+        return None;
+    }
+    let mut index = start;
+    let mut at = None;
+    while index < text.len() {
+        let rest = &text[index..];
+        if rest.starts_with("${") {
+            index += rest.find('}')? + 1;
+            continue;
+        }
+        match rest.as_bytes()[0] {
+            b'/' | b'?' | b'#' => break,
+            b'@' => at = Some(index),
+            _ => {}
+        }
+        index += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    at.map(|at| (start, at))
+}
+
+fn encode_user_info(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for character in value.chars() {
+        match character {
+            '@' => encoded.push_str("%40"),
+            '/' => encoded.push_str("%2F"),
+            '?' => encoded.push_str("%3F"),
+            '#' => encoded.push_str("%23"),
+            '\\' => encoded.push_str("%5C"),
+            other => encoded.push(other),
+        }
+    }
+    encoded
+}
+
+/// Rejects `${` inside `${...}`, quoting the whole value as written.
+fn nested_expansion(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(open) = rest.find("${") {
+        let body = &rest[open + 2..];
+        let Some(close) = body.find('}') else {
+            return Ok(());
+        };
+        if body[..close].contains("${") {
+            return Err(format!(
+                "nested ${{...}} is not supported in \"{text}\" (set the default to a plain value)"
+            ));
+        }
+        rest = &body[close + 1..];
+    }
+    Ok(())
+}
+
+fn expand_env_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    transform: &dyn Fn(&str) -> String,
+) -> Result<String, String> {
+    nested_expansion(text)?;
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
 
@@ -36,7 +123,7 @@ pub(super) fn expand_env(
                     "unterminated ${ (close it with }, or write $$ for a literal $)".to_owned(),
                 );
             };
-            output.push_str(&expand_variable(&body[..close], env)?);
+            output.push_str(&transform(&expand_variable(&body[..close], env)?));
             rest = &body[close + 1..];
         } else {
             output.push('$');
@@ -148,7 +235,11 @@ pub(super) fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let trimmed = text.trim();
 
     if let Some(period) = trimmed.strip_prefix("every ") {
-        let period = parse_duration(period)?;
+        // The message quotes the whole value, so that a caller can swap in the text as
+        // written before `${VAR}` expansion.
+        let period = parse_duration(period).map_err(|_| {
+            format!("invalid schedule \"{text}\" (expected every and a duration such as 30s or 5m)")
+        })?;
         if period < MIN_EVERY_PERIOD {
             return Err(format!(
                 "schedule \"{text}\" is shorter than 1s (use every 1s or longer)"
@@ -172,12 +263,20 @@ pub(super) fn parse_schedule(text: &str) -> Result<Schedule, String> {
         .seconds(Seconds::Required)
         .year(Year::Disallowed)
         .build();
-    match parser.parse(&six_fields) {
-        Ok(_) => Ok(Schedule::Cron(six_fields)),
-        Err(error) => Err(format!(
+    let cron = parser.parse(&six_fields).map_err(|error| {
+        format!(
             "invalid cron expression \"{text}\": {error} (expected 5 fields: minute hour day month weekday, or 6 with seconds first)"
-        )),
+        )
+    })?;
+    // croner stops searching at the year 5000, so this search is bounded. It is quick for an
+    // expression that fires; one that never fires (30 February) takes most of a second in a
+    // debug build, and only a broken config pays that.
+    if cron.find_next_occurrence(&Utc::now(), false).is_err() {
+        return Err(format!(
+            "cron \"{text}\" never fires (check the day and month fields)"
+        ));
     }
+    Ok(Schedule::Cron(six_fields))
 }
 
 /// Checks that a name is safe as a metric label value: `[A-Za-z0-9_.-]+`.
@@ -273,6 +372,48 @@ mod tests {
     }
 
     #[test]
+    fn expand_env_nested_is_an_error() {
+        assert_eq!(
+            expand_env("a ${KEY:-${UNSET:-z}} b", &fake_env).unwrap_err(),
+            "nested ${...} is not supported in \"a ${KEY:-${UNSET:-z}} b\" (set the default to a plain value)"
+        );
+        // A `}` after an expansion is literal text, as in a JSON body.
+        assert_eq!(
+            expand_env("{\"a\":${KEY}}", &fake_env).unwrap(),
+            "{\"a\":secret}"
+        );
+    }
+
+    fn password_env(name: &str) -> Option<String> {
+        (name == "PASSWORD").then(|| "pa/ss@wo:r?d#1".to_owned())
+    }
+
+    #[test]
+    fn expand_url_encodes_user_info_values() {
+        assert_eq!(
+            expand_url("http://user:${PASSWORD}@127.0.0.1:3128", &password_env).unwrap(),
+            "http://user:pa%2Fss%40wo:r%3Fd%231@127.0.0.1:3128"
+        );
+        // Outside the user info the value is kept as it is.
+        assert_eq!(
+            expand_url("http://127.0.0.1:3128/${PASSWORD}", &password_env).unwrap(),
+            "http://127.0.0.1:3128/pa/ss@wo:r?d#1"
+        );
+        assert_eq!(
+            expand_url("${PASSWORD}", &password_env).unwrap(),
+            "pa/ss@wo:r?d#1"
+        );
+    }
+
+    #[test]
+    fn user_info_span_cases() {
+        assert_eq!(user_info_span("http://u:${P}@h:1/x"), Some((7, 13)));
+        assert_eq!(user_info_span("http://h:1/a@b"), None);
+        assert_eq!(user_info_span("${URL}"), None);
+        assert_eq!(user_info_span("http://${P:-a@b}@h"), Some((7, 16)));
+    }
+
+    #[test]
     fn parse_duration_accepts_units() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
@@ -329,6 +470,10 @@ mod tests {
             "schedule \"every 500ms\" is shorter than 1s (use every 1s or longer)"
         );
         assert_eq!(
+            parse_schedule("every 10x").unwrap_err(),
+            "invalid schedule \"every 10x\" (expected every and a duration such as 30s or 5m)"
+        );
+        assert_eq!(
             parse_schedule("hourly").unwrap_err(),
             "invalid schedule \"hourly\" (expected \"every 30s\", or a cron expression of 5 fields, or of 6 fields with seconds first)"
         );
@@ -340,6 +485,19 @@ mod tests {
         assert!(
             message.starts_with("invalid cron expression \"61 * * * *\": "),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn parse_schedule_rejects_cron_that_never_fires() {
+        assert_eq!(
+            parse_schedule("0 0 30 2 *").unwrap_err(),
+            "cron \"0 0 30 2 *\" never fires (check the day and month fields)"
+        );
+        // 29 February on a Monday is rare but real.
+        assert_eq!(
+            parse_schedule("0 0 29 2 1").unwrap(),
+            Schedule::Cron("0 0 0 29 2 1".to_owned())
         );
     }
 
