@@ -1,6 +1,6 @@
 //! Diagnosis: one conclusion per monitor, drawn from the latest verdicts of all its routes.
 //!
-//! A single pair's class says what happened on one path. Comparing routes says why: a key
+//! A single pair's class shows what happened on one path. Comparing routes shows why: a key
 //! refused everywhere is the credential, a geo block on some routes only is the egress
 //! country, and a route that fails every monitor alike is the route itself. [`diagnose`] is a
 //! pure function over the whole matrix of latest classes, because telling a route problem
@@ -79,7 +79,7 @@ pub struct Cell {
 pub struct Diagnosis {
     /// The monitor name.
     pub monitor: String,
-    /// What kind of problem, if any.
+    /// The kind of problem, or healthy.
     pub kind: DiagnosisKind,
     /// One line naming the classes, routes and, for geo blocks, egress countries.
     pub sentence: String,

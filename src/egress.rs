@@ -26,10 +26,10 @@ use crate::status::{EgressRecord, StatusStore};
 /// Largest trace body read; a real trace is about 300 bytes.
 pub const MAX_TRACE_BYTES: usize = 16 * 1024;
 
-/// Longest time one trace fetch may take, whatever the route's period.
+/// Maximum time one trace fetch may take, whatever the route's period.
 pub const MAX_TRACE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a route's traffic leaves for the internet, as the trace endpoint saw it.
+/// The address, country and colo that a route's traffic leaves from, as the trace endpoint saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Egress {
     /// The client address the trace endpoint saw.
@@ -44,21 +44,21 @@ pub struct Egress {
 /// Failure to learn a route's egress.
 #[derive(Debug, Error)]
 pub enum EgressError {
-    /// The request failed before an answer arrived.
+    /// The request failed before a response arrived.
     #[error("route {route}: trace request to {url} failed: {detail}")]
     Request {
         route: String,
         url: String,
         detail: String,
     },
-    /// No answer within the timeout.
+    /// No response within the timeout.
     #[error("route {route}: trace request to {url} timed out after {seconds}s")]
     Timeout {
         route: String,
         url: String,
         seconds: u64,
     },
-    /// The endpoint answered with a status other than 200.
+    /// The endpoint returned a status other than 200.
     #[error("route {route}: trace URL {url} returned HTTP {status} (expected 200)")]
     Status {
         route: String,
@@ -106,7 +106,7 @@ fn code(value: &str, min: usize, max: usize) -> Option<String> {
     valid.then(|| value.to_ascii_uppercase())
 }
 
-/// Fetches `url` through the route's client and parses the answer.
+/// Fetches `url` through the route's client and parses the response body.
 ///
 /// The fetch is bounded by `timeout` and reads at most [`MAX_TRACE_BYTES`]. Error text passes
 /// through `redactor`, and the URL in errors has its password removed.

@@ -1,7 +1,7 @@
 //! Retries: repeat a probe after a transport failure, within the monitor's timeout.
 //!
 //! Only transport failures (timeout, dns, connect, tls, proxy) are retried, because an HTTP
-//! answer of any status is already the endpoint's verdict. All attempts and the waits between
+//! response of any status is already the endpoint's verdict. All attempts and the waits between
 //! them share the monitor's timeout. Each attempt gets an equal share of the time left, and
 //! each wait doubles the previous one but never takes more than half of the time left. So
 //! `retries: 0` behaves exactly like a single probe, and a retried probe never runs longer
@@ -17,7 +17,7 @@ use crate::probe::{self, ProbeReport};
 use crate::redact::Redactor;
 use crate::route::RouteClient;
 
-/// Probes until an HTTP answer arrives or the retries run out, and returns the last attempt's
+/// Probes until an HTTP response arrives or the retries run out, and returns the last attempt's
 /// report with `attempts` set and `total` covering every attempt and wait.
 pub async fn probe_with_retries(
     route: &RouteClient,
@@ -54,7 +54,7 @@ pub async fn probe_with_retries(
     }
 }
 
-/// True for the failures worth another request: any transport failure, no HTTP answer.
+/// True for the failures worth another request: any transport failure, no HTTP response.
 pub fn is_retryable(observation: &Observation) -> bool {
     matches!(observation, Observation::Transport(_))
 }
@@ -86,7 +86,7 @@ mod tests {
     }
 
     #[test]
-    fn next_wait_is_capped_at_half_the_time_left() {
+    fn next_wait_capped_at_half() {
         let ms = Duration::from_millis;
         assert_eq!(next_wait(ms(500), ms(3000)), ms(500));
         assert_eq!(next_wait(ms(2000), ms(3000)), ms(1500));

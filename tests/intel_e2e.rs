@@ -33,7 +33,7 @@ fn trace(ip: &str, country: &str, colo: &str) -> Reply {
     )
 }
 
-/// The trace route: US from 127.0.0.1, HK through tinyproxy, SG through microsocks.
+/// Adds the trace path: US from 127.0.0.1, HK through tinyproxy, SG through microsocks.
 fn traces(routes: Routes) -> Routes {
     routes
         .route(TRACE_PATH, trace("127.0.0.1", "US", "SJC"))
@@ -302,7 +302,7 @@ monitors:
         pair(document, "api", "direct")["class"] == "ok"
     });
 
-    // Alternate the answer; each phase outlasts one probe period.
+    // Alternate the response. Each phase lasts until a probe has seen it.
     for phase in 0..4 {
         let geo = phase % 2 == 0;
         upstream.set_routes(if geo { geo_routes() } else { ok_routes() });
@@ -339,7 +339,7 @@ monitors:
     assert_eq!(window["success_ratio"].as_f64(), Some(ratio));
     assert!(window["last_change_at"].is_string(), "{window}");
 
-    // The trace flipped with the answer: one series per route, and counted changes.
+    // The trace flipped with the response, so the route keeps one series and counts changes.
     let (_, metrics) = service.get("/metrics");
     let info = metric_lines(&metrics, "routewatch_route_egress_info{");
     assert_eq!(info.len(), 1, "{info:?}");

@@ -127,7 +127,7 @@ pub struct Monitor {
     /// Route names this monitor runs on, already checked to exist.
     pub routes: Vec<String>,
     /// Extra attempts after a transport failure (timeout, dns, connect, tls, proxy), at most
-    /// [`MAX_RETRIES`]; HTTP answers are never retried.
+    /// [`MAX_RETRIES`]. HTTP responses are never retried.
     pub retries: u32,
     /// Wait before the first retry; each later wait doubles it.
     pub retry_backoff: Duration,
