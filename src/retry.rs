@@ -30,7 +30,13 @@ pub async fn probe_with_retries(
     let mut backoff = monitor.retry_backoff;
     let mut attempt = 1;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        // The first attempt divides the whole timeout, so that without retries the probe
+        // gets exactly the monitor's timeout and its message names that value.
+        let left = if attempt == 1 {
+            monitor.timeout
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
         let share = left / (attempts - attempt + 1);
         let mut report = probe::run_with_timeout(route, monitor, redactor, share).await;
         report.attempts = attempt;
