@@ -7,19 +7,25 @@
 //! - [`route`]: one HTTP client per network route (direct, proxy, bound source address).
 //! - [`probe`]: one request through one route, returning plain facts.
 //! - [`classify`]: a pure function from those facts to a verdict (class, reason, evidence).
+//! - [`egress`]: a route's egress IP, country and colo from a Cloudflare-style trace URL.
+//! - [`diagnose`]: one conclusion per monitor from the latest verdicts of all its routes.
 //! - [`schedule`]: when each (monitor, route) pair runs, with a global concurrency limit.
 //! - [`metrics`]: every `routewatch_*` series.
 //! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
 //! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
+//! - [`retry`]: repeated attempts after transport failures, within the monitor's timeout.
 //! - [`redact`]: removal of secrets from any text that leaves the process.
 //! - [`cli`]: command-line arguments and the one-shot commands.
 
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
+pub mod egress;
 pub mod metrics;
 pub mod probe;
 pub mod redact;
+pub mod retry;
 pub mod route;
 pub mod schedule;
 pub mod server;

@@ -12,6 +12,8 @@ use prometheus::{
 };
 
 use crate::classify::{Class, Verdict};
+use crate::diagnose::{Diagnosis, DiagnosisKind};
+use crate::egress::Egress;
 
 /// Bucket bounds of the probe duration histogram, in seconds: from a fast loopback response to
 /// the longest sensible timeout.
@@ -37,6 +39,10 @@ pub struct Metrics {
     reload_successful: Gauge,
     reload_success_timestamp: Gauge,
     reloads_failed: IntCounter,
+    probe_attempts: IntCounterVec,
+    egress_info: GaugeVec,
+    egress_changes: IntCounterVec,
+    diagnosis: GaugeVec,
 }
 
 impl Metrics {
@@ -120,6 +126,26 @@ impl Metrics {
                 "Configuration reloads rejected because the new file was invalid.",
             )
             .expect("valid counter definition"),
+            probe_attempts: counter_vec(
+                "routewatch_probe_attempts_total",
+                "Requests sent by probes, retries included.",
+                pair,
+            ),
+            egress_info: gauge_vec(
+                "routewatch_route_egress_info",
+                "Always 1; the labels give the egress country and colo last seen on the route.",
+                &["route", "country", "colo"],
+            ),
+            egress_changes: counter_vec(
+                "routewatch_route_egress_changes_total",
+                "Times the route's egress IP, country or colo differed from the previous trace.",
+                &["route"],
+            ),
+            diagnosis: gauge_vec(
+                "routewatch_monitor_diagnosis",
+                "1 for the monitor's current diagnosis, 0 for every other kind.",
+                &["monitor", "kind"],
+            ),
         };
         metrics.register_all();
         metrics
@@ -149,6 +175,10 @@ impl Metrics {
             Box::new(self.reload_successful.clone()),
             Box::new(self.reload_success_timestamp.clone()),
             Box::new(self.reloads_failed.clone()),
+            Box::new(self.probe_attempts.clone()),
+            Box::new(self.egress_info.clone()),
+            Box::new(self.egress_changes.clone()),
+            Box::new(self.diagnosis.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
@@ -176,6 +206,7 @@ impl Metrics {
             .set(interval.as_secs_f64());
         self.ticks_skipped.with_label_values(&pair).inc_by(0);
         self.probe_panics.with_label_values(&pair).inc_by(0);
+        self.probe_attempts.with_label_values(&pair).inc_by(0);
     }
 
     /// Sets the schedule interval of a pair that already has its series, leaving the
@@ -202,6 +233,59 @@ impl Metrics {
         let _ = self.interval.remove_label_values(&pair);
         let _ = self.ticks_skipped.remove_label_values(&pair);
         let _ = self.probe_panics.remove_label_values(&pair);
+        let _ = self.probe_attempts.remove_label_values(&pair);
+    }
+
+    /// Counts the requests a probe sent, retries included.
+    pub fn record_attempts(&self, monitor: &str, route: &str, attempts: u32) {
+        self.probe_attempts
+            .with_label_values(&[monitor, route])
+            .inc_by(u64::from(attempts));
+    }
+
+    /// Creates a traced route's change counter at zero.
+    pub fn register_egress_route(&self, route: &str) {
+        self.egress_changes.with_label_values(&[route]).inc_by(0);
+    }
+
+    /// Sets the route's egress series, removing the one for `previous`, and counts a change
+    /// when `previous` differs from `egress`.
+    pub fn record_egress(&self, route: &str, previous: Option<&Egress>, egress: &Egress) {
+        if let Some(previous) = previous {
+            if previous != egress {
+                self.egress_changes.with_label_values(&[route]).inc();
+            }
+            let _ =
+                self.egress_info
+                    .remove_label_values(&[route, &previous.country, &previous.colo]);
+        }
+        self.egress_info
+            .with_label_values(&[route, &egress.country, &egress.colo])
+            .set(1.0);
+    }
+
+    /// Removes a route's egress series (the route is gone or no longer traced).
+    pub fn remove_egress_route(&self, route: &str, previous: Option<&Egress>) {
+        if let Some(previous) = previous {
+            let _ =
+                self.egress_info
+                    .remove_label_values(&[route, &previous.country, &previous.colo]);
+        }
+        let _ = self.egress_changes.remove_label_values(&[route]);
+    }
+
+    /// Replaces every diagnosis series with the current diagnoses: 1 for each monitor's kind,
+    /// 0 for its other kinds.
+    pub fn set_diagnoses(&self, diagnoses: &[Diagnosis]) {
+        self.diagnosis.reset();
+        for diagnosis in diagnoses {
+            for kind in DiagnosisKind::ALL {
+                let value = if kind == diagnosis.kind { 1.0 } else { 0.0 };
+                self.diagnosis
+                    .with_label_values(&[&diagnosis.monitor, kind.as_str()])
+                    .set(value);
+            }
+        }
     }
 
     /// Records a finished probe.

@@ -29,6 +29,8 @@ pub struct ProbeReport {
     pub total: Duration,
     /// The peer the connection went to: the endpoint, or the proxy on a proxied route.
     pub remote_addr: Option<SocketAddr>,
+    /// Requests sent to reach this observation: 1, plus one per retry.
+    pub attempts: u32,
 }
 
 /// Sends the monitor's request through the route and reads the response.
@@ -36,25 +38,34 @@ pub struct ProbeReport {
 /// Never fails: every failure becomes an [`Observation::Transport`]. The body, header values
 /// and error details pass through `redactor` before the report is returned.
 pub async fn run(route: &RouteClient, monitor: &Monitor, redactor: &Redactor) -> ProbeReport {
+    run_with_timeout(route, monitor, redactor, monitor.timeout).await
+}
+
+/// Like [`run`], but bounded by `timeout` instead of the monitor's own timeout (for retries,
+/// which share the monitor's timeout).
+pub async fn run_with_timeout(
+    route: &RouteClient,
+    monitor: &Monitor,
+    redactor: &Redactor,
+    timeout: Duration,
+) -> ProbeReport {
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut report = ProbeReport {
         observation: Observation::Transport(TransportError {
             kind: TransportKind::Timeout,
-            detail: format!("no complete answer within {}", humanize(monitor.timeout)),
+            detail: format!("no complete answer within {}", humanize(timeout)),
         }),
         started_at,
         time_to_headers: None,
         total: Duration::ZERO,
         remote_addr: None,
+        attempts: 1,
     };
 
     // The outer timeout covers connect, headers and the capped body read together.
     let exchange = exchange(route, monitor, redactor, start, &mut report);
-    if tokio::time::timeout(monitor.timeout, exchange)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(timeout, exchange).await.is_err() {
         tracing::debug!(monitor = %monitor.name, route = %route.name, "probe timed out");
     }
     report.total = start.elapsed();

@@ -23,9 +23,11 @@ use uuid::Uuid;
 
 use crate::classify::{self, Class, Observation, Rule, Verdict};
 use crate::config::{Config, Monitor, Schedule};
+use crate::egress::EgressTracker;
 use crate::metrics::Metrics;
-use crate::probe::{self, ProbeReport};
+use crate::probe::ProbeReport;
 use crate::redact::Redactor;
+use crate::retry;
 use crate::route::{self, RouteClient, RouteError};
 use crate::status::{PairInfo, PairKey, Record, StatusStore};
 
@@ -106,6 +108,7 @@ pub struct Engine {
     shutdown: CancellationToken,
     running: AtomicBool,
     weak_self: Weak<Engine>,
+    egress: EgressTracker,
 }
 
 impl Engine {
@@ -118,15 +121,18 @@ impl Engine {
         let scheduler = JobScheduler::new()
             .await
             .map_err(ScheduleError::Scheduler)?;
+        let shutdown = CancellationToken::new();
+        let egress = EgressTracker::new(metrics.clone(), Arc::clone(&status), shutdown.clone());
         let engine = Arc::new_cyclic(|weak_self| Engine {
             metrics,
             status,
             plan: RwLock::new(Arc::new(Plan::empty())),
             scheduler,
             jobs: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             running: AtomicBool::new(false),
             weak_self: weak_self.clone(),
+            egress,
         });
         engine.apply(config).await?;
         engine
@@ -150,6 +156,10 @@ impl Engine {
             .plan
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(new_plan);
+        self.status.set_flap_threshold(config.global.flap_threshold);
+        // Traces start before the first probes so that early geo_block evidence can name
+        // the egress country.
+        self.egress.sync(config, &self.current_plan().redactor)?;
         self.sync_jobs(config).await?;
         self.spread_first_probes(&old_plan);
         Ok(summary)
@@ -354,6 +364,7 @@ impl Engine {
     }
 
     fn record(&self, pair: &Pair, report: &ProbeReport, verdict: Verdict, redactor: &Redactor) {
+        let verdict = self.with_egress_evidence(&pair.key.1, verdict);
         let finished_at = SystemTime::now();
         let http_status = http_status(&report.observation);
         let (body_bytes, body_truncated) = match &report.observation {
@@ -369,6 +380,8 @@ impl Engine {
             report.total,
             finished_at,
         );
+        self.metrics
+            .record_attempts(monitor, route, report.attempts);
 
         let record = Record {
             verdict: verdict.clone(),
@@ -378,9 +391,29 @@ impl Engine {
             body_snippet: redactor.redact(&body_snippet(&report.observation, SNIPPET_CHARS)),
             body_bytes,
             body_truncated,
+            attempts: report.attempts,
         };
         let previous = self.status.record(&pair.key, record);
+        // A diagnosis depends only on the latest class of each pair, so it can change only when
+        // a class does; recomputing it for every probe would cost time in the number of pairs.
+        if previous != Some(verdict.class) {
+            self.metrics.set_diagnoses(&self.status.diagnoses());
+        }
         log_verdict(monitor, route, previous, &verdict, report.total);
+    }
+
+    /// Names the route's last seen egress in a geo_block verdict's evidence.
+    fn with_egress_evidence(&self, route: &str, mut verdict: Verdict) -> Verdict {
+        if verdict.class == Class::GeoBlock
+            && let Some(record) = self.status.egress(route)
+        {
+            let egress = &record.egress;
+            verdict.evidence = format!(
+                "{}; egress country {} (colo {})",
+                verdict.evidence, egress.country, egress.colo
+            );
+        }
+        verdict
     }
 
     /// Returns true while the scheduler runs (for /healthz).
@@ -428,7 +461,7 @@ pub async fn run_once(
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
 ) -> (ProbeReport, Verdict) {
-    let report = probe::run(&pair.route, &pair.monitor, &redactor).await;
+    let report = retry::probe_with_retries(&pair.route, &pair.monitor, &redactor).await;
     let mut verdict = classify::classify(&report.observation, &pair.monitor.expect, &rules);
     verdict.evidence = redactor.redact(&verdict.evidence);
     (report, verdict)

@@ -1,7 +1,7 @@
 //! `routewatch probe`: run the chosen pairs once and show, step by step like `curl -v`, what
 //! happened on each route, then the verdict with its evidence.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -11,6 +11,8 @@ use thiserror::Error;
 use crate::classify::{Class, Observation, TransportKind, Verdict};
 use crate::cli::{OutputFormat, ProbeArgs};
 use crate::config::Config;
+use crate::diagnose::{self, Cell, Diagnosis};
+use crate::egress::{self, Egress, MAX_TRACE_TIMEOUT};
 use crate::probe::ProbeReport;
 use crate::redact::Redactor;
 use crate::schedule::{self, Pair, SNIPPET_CHARS, ScheduleError};
@@ -72,6 +74,7 @@ pub async fn run(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(
         config.global.concurrency.max(1),
     ));
+    let traces = spawn_traces(&pairs, &redactor);
     let tasks: Vec<_> = pairs
         .iter()
         .map(|pair| {
@@ -88,6 +91,8 @@ pub async fn run(
         })
         .collect();
 
+    let egress = collect_traces(traces).await;
+    let mut cells = Vec::new();
     let mut all_ok = true;
     for (pair, task) in pairs.iter().zip(tasks) {
         let Ok((report, verdict)) = task.await else {
@@ -100,13 +105,118 @@ pub async fn run(
             continue;
         };
         all_ok &= verdict.class == Class::Ok;
+        cells.push(Cell {
+            monitor: pair.key.0.clone(),
+            route: pair.key.1.clone(),
+            class: verdict.class,
+        });
         let resolved = resolve_host(pair).await;
+        let route_egress = egress.get(&pair.key.1);
         match args.format {
-            OutputFormat::Text => write_text(out, pair, &report, &verdict, &redactor, &resolved)?,
-            OutputFormat::Json => write_json(out, pair, &report, &verdict, &redactor, &resolved)?,
+            OutputFormat::Text => write_text(
+                out,
+                pair,
+                &report,
+                &verdict,
+                &redactor,
+                &resolved,
+                route_egress,
+            )?,
+            OutputFormat::Json => write_json(
+                out,
+                pair,
+                &report,
+                &verdict,
+                &redactor,
+                &resolved,
+                route_egress,
+            )?,
         }
     }
+
+    let countries = egress
+        .iter()
+        .map(|(route, egress)| (route.clone(), egress.country.clone()))
+        .collect();
+    write_diagnoses(out, args.format, &diagnose::diagnose(&cells, &countries))?;
     Ok(all_ok)
+}
+
+/// Starts one trace fetch per selected route that has a `trace_url`.
+fn spawn_traces(
+    pairs: &[Arc<Pair>],
+    redactor: &Arc<Redactor>,
+) -> Vec<tokio::task::JoinHandle<Option<(String, Egress)>>> {
+    let mut seen = HashSet::new();
+    pairs
+        .iter()
+        .filter(|pair| seen.insert(pair.key.1.clone()))
+        .filter_map(|pair| {
+            let url = pair.route.definition.trace_url.clone()?;
+            let timeout = pair.route.definition.trace_every.min(MAX_TRACE_TIMEOUT);
+            let (client, redactor) = (pair.route.clone(), Arc::clone(redactor));
+            Some(tokio::spawn(async move {
+                match egress::fetch(&client, &url, timeout, &redactor).await {
+                    Ok(egress) => Some((client.name.clone(), egress)),
+                    Err(error) => {
+                        tracing::warn!(route = %client.name, error = %error, "egress trace failed");
+                        None
+                    }
+                }
+            }))
+        })
+        .collect()
+}
+
+async fn collect_traces(
+    traces: Vec<tokio::task::JoinHandle<Option<(String, Egress)>>>,
+) -> BTreeMap<String, Egress> {
+    let mut egress = BTreeMap::new();
+    for trace in traces {
+        if let Ok(Some((route, found))) = trace.await {
+            egress.insert(route, found);
+        }
+    }
+    egress
+}
+
+#[derive(Serialize)]
+struct JsonDiagnosis<'a> {
+    monitor: &'a str,
+    kind: &'static str,
+    sentence: &'a str,
+}
+
+/// Writes one diagnosis per monitor: a closing text block, or one `{"diagnosis": ...}` line
+/// each in JSON.
+fn write_diagnoses(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    diagnoses: &[Diagnosis],
+) -> std::io::Result<()> {
+    if matches!(format, OutputFormat::Text) {
+        writeln!(out, "== diagnosis")?;
+    }
+    for diagnosis in diagnoses {
+        match format {
+            OutputFormat::Text => writeln!(
+                out,
+                "*  {}: {}: {}",
+                diagnosis.monitor, diagnosis.kind, diagnosis.sentence
+            )?,
+            OutputFormat::Json => {
+                let line = serde_json::json!({
+                    "diagnosis": JsonDiagnosis {
+                        monitor: &diagnosis.monitor,
+                        kind: diagnosis.kind.as_str(),
+                        sentence: &diagnosis.sentence,
+                    }
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_names(config: &Config, args: &ProbeArgs) -> Result<(), ProbeCommandError> {
@@ -176,6 +286,7 @@ fn write_text(
     verdict: &Verdict,
     redactor: &Redactor,
     resolved: &str,
+    egress: Option<&Egress>,
 ) -> std::io::Result<()> {
     let route = match &pair.route.proxy {
         Some(proxy) => format!("{} (proxy {proxy})", pair.key.1),
@@ -194,6 +305,16 @@ fn write_text(
     writeln!(out, "*  {resolved}")?;
     for (name, value) in &pair.monitor.headers {
         writeln!(out, ">  {name}: {}", redactor.redact(value))?;
+    }
+    if let Some(egress) = egress {
+        writeln!(
+            out,
+            "*  egress {} country {} (colo {})",
+            egress.ip, egress.country, egress.colo
+        )?;
+    }
+    if report.attempts > 1 {
+        writeln!(out, "*  {} attempts", report.attempts)?;
     }
     match &report.observation {
         Observation::Response(response) => {
@@ -291,6 +412,8 @@ struct JsonReport<'a> {
     evidence: &'a str,
     duration_seconds: f64,
     time_to_headers_seconds: Option<f64>,
+    attempts: u32,
+    egress: Option<serde_json::Value>,
 }
 
 fn write_json(
@@ -300,6 +423,7 @@ fn write_json(
     verdict: &Verdict,
     redactor: &Redactor,
     resolved: &str,
+    egress: Option<&Egress>,
 ) -> std::io::Result<()> {
     let (http_status, headers, error) = match &report.observation {
         Observation::Response(response) => (
@@ -327,6 +451,14 @@ fn write_json(
         evidence: &verdict.evidence,
         duration_seconds: report.total.as_secs_f64(),
         time_to_headers_seconds: report.time_to_headers.map(|time| time.as_secs_f64()),
+        attempts: report.attempts,
+        egress: egress.map(|egress| {
+            serde_json::json!({
+                "ip": egress.ip.to_string(),
+                "country": egress.country,
+                "colo": egress.colo,
+            })
+        }),
     };
     let line = serde_json::to_string(&json).map_err(std::io::Error::other)?;
     writeln!(out, "{line}")

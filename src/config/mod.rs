@@ -40,6 +40,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Default number of verdicts kept per (monitor, route) pair.
 pub const DEFAULT_HISTORY_SIZE: usize = 100;
+/// Default number of class changes within the history window above which a pair is flapping.
+pub const DEFAULT_FLAP_THRESHOLD: usize = 5;
+/// Default period between fetches of a route's `trace_url`.
+pub const DEFAULT_TRACE_PERIOD: Duration = Duration::from_secs(60);
+/// Default wait before the first retry of a failed probe; each later wait doubles it.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Largest `retries` value accepted.
+pub const MAX_RETRIES: u32 = 5;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +71,8 @@ pub struct Global {
     pub concurrency: usize,
     /// Verdicts kept per pair.
     pub history_size: usize,
+    /// A pair whose class changed more than this many times within its history is flapping.
+    pub flap_threshold: usize,
 }
 
 /// A network route (`routes[]`).
@@ -77,6 +87,11 @@ pub struct Route {
     /// Extra trust roots, PEM, with at least one certificate; a relative path in the file
     /// is resolved against the config file's folder.
     pub ca_file: Option<PathBuf>,
+    /// A URL that returns Cloudflare's `/cdn-cgi/trace` text, fetched through this route to
+    /// learn its egress IP, country and colo.
+    pub trace_url: Option<Url>,
+    /// Period between fetches of `trace_url`.
+    pub trace_every: Duration,
 }
 
 /// When a monitor runs.
@@ -111,6 +126,11 @@ pub struct Monitor {
     pub max_body_bytes: usize,
     /// Route names this monitor runs on, already checked to exist.
     pub routes: Vec<String>,
+    /// Extra attempts after a transport failure (timeout, dns, connect, tls, proxy), at most
+    /// [`MAX_RETRIES`]. HTTP responses are never retried.
+    pub retries: u32,
+    /// Wait before the first retry; each later wait doubles it.
+    pub retry_backoff: Duration,
 }
 
 impl Config {

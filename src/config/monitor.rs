@@ -3,12 +3,12 @@
 use url::Url;
 
 use super::provider::{self, KeyPlacement, Preset};
-use super::raw::{RawExpect, RawMonitor};
+use super::raw::{RawExpect, RawMonitor, Text};
 use super::validate::{Defaults, Validator, as_written};
 use super::values::{check_header_name, check_header_value};
 use crate::classify::Expectation;
 
-use super::Monitor;
+use super::{DEFAULT_RETRY_BACKOFF, MAX_RETRIES, Monitor};
 
 impl Validator<'_> {
     pub(super) fn monitors(
@@ -70,6 +70,14 @@ impl Validator<'_> {
             None => Some(defaults.max_body_bytes),
         };
         let routes = self.monitor_routes(&format!("{path}.routes"), raw, route_names);
+        let retries = match &raw.retries {
+            Some(text) => self.retries(&format!("{path}.retries"), text),
+            None => Some(0),
+        };
+        let retry_backoff = match &raw.retry_backoff {
+            Some(text) => self.duration(&format!("{path}.retry_backoff"), text),
+            None => Some(DEFAULT_RETRY_BACKOFF),
+        };
 
         let mut url = url?;
         if let (Some(preset), Some(key)) = (preset, api_key.as_deref()) {
@@ -86,7 +94,23 @@ impl Validator<'_> {
             timeout: timeout?,
             max_body_bytes: max_body_bytes?,
             routes: routes?,
+            retries: retries?,
+            retry_backoff: retry_backoff?,
         })
+    }
+
+    fn retries(&mut self, path: &str, text: &Text) -> Option<u32> {
+        let value = self.text(path, text)?;
+        let parsed = value
+            .parse::<u32>()
+            .ok()
+            .filter(|count| *count <= MAX_RETRIES)
+            .ok_or_else(|| {
+                format!(
+                    "invalid retries \"{value}\" (expected a whole number from 0 to {MAX_RETRIES})"
+                )
+            });
+        self.check(path, parsed)
     }
 
     fn preset(&mut self, path: &str, raw: &RawMonitor) -> Option<&'static Preset> {

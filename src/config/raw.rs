@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawGlobal {
     pub concurrency: Option<usize>,
     pub history_size: Option<usize>,
+    pub flap_threshold: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +54,8 @@ pub(super) struct RawRoute {
     pub proxy: Option<Text>,
     pub source_address: Option<Text>,
     pub ca_file: Option<Text>,
+    pub trace_url: Option<Text>,
+    pub trace_every: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +73,8 @@ pub(super) struct RawMonitor {
     pub timeout: Option<Text>,
     pub max_body: Option<Text>,
     pub routes: Option<Vec<Text>>,
+    pub retries: Option<Text>,
+    pub retry_backoff: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,8 +21,9 @@ use super::values::{
     check_name, expand_env, expand_url, parse_duration, parse_schedule, parse_size, parse_status,
 };
 use super::{
-    Config, DEFAULT_CONCURRENCY, DEFAULT_HISTORY_SIZE, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_SCHEDULE_PERIOD, DEFAULT_TIMEOUT, Global, Route, Schedule,
+    Config, DEFAULT_CONCURRENCY, DEFAULT_FLAP_THRESHOLD, DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_SCHEDULE_PERIOD, DEFAULT_TIMEOUT, DEFAULT_TRACE_PERIOD, Global,
+    Route, Schedule,
 };
 
 /// The name of the route used when the file lists none.
@@ -309,6 +310,7 @@ impl<'a> Validator<'a> {
         Global {
             concurrency: positive("concurrency", raw.concurrency, DEFAULT_CONCURRENCY),
             history_size: positive("history_size", raw.history_size, DEFAULT_HISTORY_SIZE),
+            flap_threshold: positive("flap_threshold", raw.flap_threshold, DEFAULT_FLAP_THRESHOLD),
         }
     }
 
@@ -353,6 +355,8 @@ impl<'a> Validator<'a> {
                 proxy: None,
                 source_address: None,
                 ca_file: None,
+                trace_url: None,
+                trace_every: DEFAULT_TRACE_PERIOD,
             }];
         }
 
@@ -368,6 +372,11 @@ impl<'a> Validator<'a> {
                 raw.source_address.as_ref(),
             );
             let ca_file = self.ca_file(&format!("{path}.ca_file"), raw.ca_file.as_ref());
+            let trace_url = self.trace_url(&format!("{path}.trace_url"), raw.trace_url.as_ref());
+            let trace_every = match &raw.trace_every {
+                Some(text) => self.positive_duration(&format!("{path}.trace_every"), text),
+                None => Some(DEFAULT_TRACE_PERIOD),
+            };
 
             if let Some(name) = name {
                 names.push((name.clone(), format!("{path}.name")));
@@ -377,6 +386,8 @@ impl<'a> Validator<'a> {
                         proxy,
                         source_address,
                         ca_file,
+                        trace_url,
+                        trace_every: trace_every.unwrap_or(DEFAULT_TRACE_PERIOD),
                     });
                 }
             }
@@ -436,6 +447,26 @@ impl<'a> Validator<'a> {
             return None;
         }
         Some(url)
+    }
+
+    fn trace_url(&mut self, path: &str, raw: Option<&Text>) -> Option<Url> {
+        let raw = raw?;
+        let value = self.optional_text(path, Some(raw))?;
+        self.http_url(path, raw, &value)
+    }
+
+    /// Checks that a period is above zero.
+    pub(super) fn positive_duration(&mut self, path: &str, text: &Text) -> Option<Duration> {
+        let period = self.duration(path, text)?;
+        if period.is_zero() {
+            self.error(
+                path,
+                "the period must be greater than 0 (expected a duration such as 60s or 5m)"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(period)
     }
 
     fn source_address(&mut self, path: &str, raw: Option<&Text>) -> Option<IpAddr> {
