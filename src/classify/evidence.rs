@@ -346,7 +346,7 @@ mod tests {
         let text = format!("authorization: Bearer {}", "BEARERSECRET33".repeat(6));
         assert_eq!(
             quote_within(&text, 40),
-            "\"authorization: Bearer [redacted]\""
+            "\"authorization: Bearer [REDACTED]\""
         );
         let unscrubbable = format!("authorization: Bearer {}", "s3cr3t".repeat(3));
         assert_eq!(

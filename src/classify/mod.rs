@@ -681,7 +681,7 @@ mod tests {
         let verdict = run(&observation);
         assert_eq!(
             verdict.evidence,
-            "HTTP 418; body \"error: upstream refused [redacted]\"; expected 2xx JSON"
+            "HTTP 418; body \"error: upstream refused [REDACTED]\"; expected 2xx JSON"
         );
     }
 
