@@ -171,6 +171,11 @@ impl Service {
         );
     }
 
+    /// Returns the process id, for reading /proc/PID.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Returns the listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
