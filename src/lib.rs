@@ -11,6 +11,7 @@
 //! - [`metrics`]: every `routewatch_*` series.
 //! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
 //! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
+//! - [`web_config`]: TLS and authentication for the listener (`--web.config-file`).
 //! - [`redact`]: removal of secrets from any text that leaves the process.
 //! - [`cli`]: command-line arguments and the one-shot commands.
 
@@ -24,3 +25,4 @@ pub mod route;
 pub mod schedule;
 pub mod server;
 pub mod status;
+pub mod web_config;
