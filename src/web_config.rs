@@ -338,7 +338,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             error.to_string(),
-            "web config web.yml: unknown field `basic_auth_users`, expected one of `tls_server_config`, `basic_auth`, `bearer_token_file` at line 1 column 1 (keys are: tls_server_config.cert_file, tls_server_config.key_file, basic_auth.username, basic_auth.password_file, bearer_token_file)"
+            "web config web.yml: unknown field `basic_auth_users`, expected one of `tls_server_config`, `basic_auth`, `bearer_token_file` (keys are: tls_server_config.cert_file, tls_server_config.key_file, basic_auth.username, basic_auth.password_file, bearer_token_file)"
         );
     }
 
