@@ -117,7 +117,7 @@ fn alias_bomb_is_rejected_quickly() {
     assert!(text.len() < 64 * 1024, "{} bytes", text.len());
 
     let start = Instant::now();
-    let errors = parse(&text).err().expect("the alias bomb is rejected");
+    let errors = parse(&text).expect_err("the alias bomb is rejected");
     let elapsed = start.elapsed();
 
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
@@ -130,7 +130,7 @@ const ALIAS_BOMB_MESSAGE: &str = "monitors.yaml:1:1: invalid YAML: aliases expan
 #[test]
 fn deep_nesting_is_rejected() {
     let text = format!("monitors: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
-    let errors = parse(&text).err().expect("deep nesting is rejected");
+    let errors = parse(&text).expect_err("deep nesting is rejected");
     assert_eq!(errors.to_string(), DEEP_NESTING_MESSAGE);
 }
 
