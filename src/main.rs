@@ -74,7 +74,8 @@ const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
 
 /// Sends `tracing` output to stderr, filtered by RUST_LOG (default: [`DEFAULT_LOG_FILTER`]).
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

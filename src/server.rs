@@ -80,7 +80,7 @@ pub struct Server {
 /// the render in progress, then uses the newest render if that render started after the
 /// request arrived or finished less than [`RENDER_REUSE`] ago, or starts one itself. So under
 /// a burst the renders take at most part of one CPU and leave the rest to the probes, and
-/// no answer is older than [`RENDER_REUSE`] plus one render.
+/// no response is older than [`RENDER_REUSE`] plus one render.
 #[derive(Default)]
 struct SharedRender {
     /// When the newest render started and finished, and its output.
@@ -134,7 +134,7 @@ impl Server {
         })
     }
 
-    /// Serves over TLS and checks credentials as `web` says (see [`crate::web_config`]).
+    /// Serves over TLS and checks credentials as `web` sets (see [`crate::web_config`]).
     pub fn with_web_config(mut self, web: WebConfig) -> Server {
         self.web = web;
         self
@@ -327,7 +327,7 @@ async fn status(state: &AppState, cache: &Renders, query: Option<&str>) -> Respo
     };
     let store = Arc::clone(&state.status);
     let render = move || store.render_json(&filter);
-    // Only the unfiltered document is shared: it is the large one, and a filter's answer
+    // Only the unfiltered document is shared: it is the large one, and a filter's response
     // belongs to that filter alone.
     let body = if query.unwrap_or("").is_empty() {
         cache.status.render("/status", render).await

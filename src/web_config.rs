@@ -14,7 +14,7 @@
 //!
 //! Every key is optional. Relative paths are resolved against the web config file's
 //! directory. When `basic_auth` or `bearer_token_file` is set, every endpoint except
-//! `/healthz` needs one of the configured credentials; a request without them gets 401 with
+//! `/healthz` needs one of the configured credentials. A request without them gets 401 with
 //! a `WWW-Authenticate` header. `/healthz` stays open because load balancers and process
 //! supervisors poll it without credentials, and it returns only whether the scheduler runs.
 //! Files are read once at start-up; changing them needs a restart.
@@ -66,7 +66,7 @@ pub enum WebConfigError {
         "web config {path}: basic_auth.username {username:?} is invalid; use a non-empty name without ':'"
     )]
     Username { path: PathBuf, username: String },
-    /// The certificate or key file holds no usable PEM item.
+    /// The certificate or key file contains no usable PEM item.
     #[error("web config {path}: {key} {file}: {message}")]
     Pem {
         path: PathBuf,

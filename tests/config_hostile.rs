@@ -98,7 +98,7 @@ fn valid_config_parses() {
 }
 
 /// A billion-laughs config built from fields the schema accepts: one monitor whose route
-/// list holds `width` aliases, then `width` aliases of that monitor, so full expansion reads
+/// list contains `width` aliases, then `width` aliases of that monitor, so full expansion reads
 /// `width * width` route names from a file of about `2 * width` nodes.
 fn alias_bomb(width: usize) -> String {
     let routes = vec!["*r"; width].join(", ");

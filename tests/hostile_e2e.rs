@@ -182,7 +182,8 @@ fn hostile_cases() -> Vec<Case> {
     cases
 }
 
-/// A server whose 302 names its own URL, so a client that followed redirects would loop.
+/// Starts a server whose 302 names its own URL, so a client that followed redirects would
+/// loop.
 fn redirect_to_self() -> Case {
     // The port is only known after binding, so the Location is a relative URL that resolves
     // to the same path on the same server.

@@ -1,7 +1,7 @@
 //! Load: 50 concurrent clients read /metrics and /status while 1,000 pairs probe a local
 //! upstream every 10 seconds. No request may fail, and probes must stay on schedule. The
 //! run lasts `ROUTEWATCH_LOAD_SECONDS` seconds (default 20, to keep CI short; 60 is the full
-//! run). Also checks the listener's 404, 405 and 413 answers.
+//! run). Also checks the listener's 404, 405 and 413 responses.
 
 mod support;
 

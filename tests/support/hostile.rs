@@ -1,7 +1,7 @@
-//! A raw-TCP server that misbehaves on purpose: it drips, floods, resets, stalls, answers
+//! A raw-TCP server that misbehaves on purpose: it drips, floods, resets, stalls, sends
 //! garbage, and plays a broken HTTP or SOCKS proxy.
 //!
-//! hyper refuses to send most of these answers, so [`HostileServer`] writes bytes straight to
+//! hyper's server cannot send most of these responses, so [`HostileServer`] writes bytes straight to
 //! the socket, one thread per connection. It listens on 127.0.0.1 on a free port and records
 //! the head of every request it reads.
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 /// How often the accept loop and held connections check for shutdown.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Largest request head read before the server answers anyway.
+/// Largest request head read before the server responds anyway.
 const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long a connection may take to send its request head.
@@ -44,7 +44,7 @@ pub enum Mode {
     Silent,
     /// Accepts the connection and never reads or writes, so a TLS handshake stalls.
     SilentNoRead,
-    /// An answer that is not HTTP at all, then the connection closes.
+    /// A response that is not HTTP at all, then the connection closes.
     Garbage,
     /// 200 headers with `Transfer-Encoding: chunked` and an invalid chunk size line.
     InvalidChunked,
