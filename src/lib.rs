@@ -14,6 +14,7 @@
 //! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
 //! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
 //! - [`retry`]: repeated attempts after transport failures, within the monitor's timeout.
+//! - [`web_config`]: TLS and authentication for the listener (`--web.config-file`).
 //! - [`redact`]: removal of secrets from any text that leaves the process.
 //! - [`cli`]: command-line arguments and the one-shot commands.
 
@@ -30,3 +31,4 @@ pub mod route;
 pub mod schedule;
 pub mod server;
 pub mod status;
+pub mod web_config;

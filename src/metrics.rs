@@ -33,6 +33,7 @@ pub struct Metrics {
     http_status: IntGaugeVec,
     last_run: GaugeVec,
     interval: GaugeVec,
+    ticks: IntCounterVec,
     ticks_skipped: IntCounterVec,
     probe_panics: IntCounterVec,
     schedule_lag: Histogram,
@@ -91,6 +92,11 @@ impl Metrics {
             interval: gauge_vec(
                 "routewatch_probe_interval_seconds",
                 "The pair's schedule period (for cron, the time between the next two firings).",
+                pair,
+            ),
+            ticks: counter_vec(
+                "routewatch_ticks_total",
+                "Schedule ticks that reached the pair, run or skipped. Every tick ends as a probe, a skipped tick, a panic, or a probe cut short by shutdown.",
                 pair,
             ),
             ticks_skipped: counter_vec(
@@ -169,6 +175,7 @@ impl Metrics {
             Box::new(self.http_status.clone()),
             Box::new(self.last_run.clone()),
             Box::new(self.interval.clone()),
+            Box::new(self.ticks.clone()),
             Box::new(self.ticks_skipped.clone()),
             Box::new(self.probe_panics.clone()),
             Box::new(self.schedule_lag.clone()),
@@ -204,6 +211,7 @@ impl Metrics {
         self.interval
             .with_label_values(&pair)
             .set(interval.as_secs_f64());
+        self.ticks.with_label_values(&pair).inc_by(0);
         self.ticks_skipped.with_label_values(&pair).inc_by(0);
         self.probe_panics.with_label_values(&pair).inc_by(0);
         self.probe_attempts.with_label_values(&pair).inc_by(0);
@@ -231,6 +239,7 @@ impl Metrics {
         let _ = self.http_status.remove_label_values(&pair);
         let _ = self.last_run.remove_label_values(&pair);
         let _ = self.interval.remove_label_values(&pair);
+        let _ = self.ticks.remove_label_values(&pair);
         let _ = self.ticks_skipped.remove_label_values(&pair);
         let _ = self.probe_panics.remove_label_values(&pair);
         let _ = self.probe_attempts.remove_label_values(&pair);
@@ -319,6 +328,11 @@ impl Metrics {
         self.last_run
             .with_label_values(&pair)
             .set(unix_seconds(finished_at));
+    }
+
+    /// Counts a schedule tick that reached the pair, before it is run or skipped.
+    pub fn record_tick(&self, monitor: &str, route: &str) {
+        self.ticks.with_label_values(&[monitor, route]).inc();
     }
 
     /// Counts a tick that found the pair's previous probe still running.

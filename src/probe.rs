@@ -64,13 +64,35 @@ pub async fn run_with_timeout(
     };
 
     // The outer timeout covers connect, headers and the capped body read together.
-    let exchange = exchange(route, monitor, redactor, start, &mut report);
+    let mut body = BodyProgress::default();
+    let exchange = exchange(route, monitor, redactor, start, &mut report, &mut body);
     if tokio::time::timeout(timeout, exchange).await.is_err() {
         tracing::debug!(monitor = %monitor.name, route = %route.name, "probe timed out");
+        if let Some(status) = body.status {
+            // Headers arrived but the body did not finish: a body that drips or stalls is no
+            // complete answer, whatever its status line promised.
+            report.observation = Observation::Transport(TransportError {
+                kind: TransportKind::Timeout,
+                detail: format!(
+                    "HTTP {status}; body incomplete after {} bytes: no complete answer within {}",
+                    body.bytes,
+                    humanize(timeout)
+                ),
+            });
+        }
     }
     report.total = start.elapsed();
     redactor.redact_observation(&mut report.observation);
     report
+}
+
+/// How far the body read got, kept outside the exchange so that a timeout can report it.
+#[derive(Debug, Default)]
+struct BodyProgress {
+    /// The status, once the headers arrived.
+    status: Option<u16>,
+    /// Body bytes read so far.
+    bytes: usize,
 }
 
 async fn exchange(
@@ -79,6 +101,7 @@ async fn exchange(
     redactor: &Redactor,
     start: Instant,
     report: &mut ProbeReport,
+    progress: &mut BodyProgress,
 ) {
     let response = match build_request(route, monitor).send().await {
         Ok(response) => response,
@@ -99,9 +122,8 @@ async fn exchange(
         body_truncated: false,
     };
 
-    // Headers are already useful on their own: if the body stalls, the timeout keeps them.
-    report.observation = Observation::Response(http.clone());
-    match read_capped_body(response, monitor.max_body_bytes, &mut http).await {
+    progress.status = Some(status);
+    match read_capped_body(response, monitor.max_body_bytes, &mut http, progress).await {
         Ok(()) => report.observation = Observation::Response(http),
         Err(error) => {
             tracing::debug!(
@@ -111,7 +133,7 @@ async fn exchange(
                 "body read failed",
             );
             report.observation = Observation::Transport(TransportError {
-                kind: TransportKind::Connect,
+                kind: body_error_kind(&error),
                 detail: format!(
                     "HTTP {status}; body read failed after {} bytes: {}",
                     http.body.len(),
@@ -152,18 +174,34 @@ async fn read_capped_body(
     mut response: reqwest::Response,
     cap: usize,
     http: &mut HttpResponse,
+    progress: &mut BodyProgress,
 ) -> Result<(), reqwest::Error> {
     while let Some(chunk) = response.chunk().await? {
         let room = cap - http.body.len();
         if chunk.len() >= room {
             http.body.extend_from_slice(&chunk[..room]);
+            progress.bytes = http.body.len();
             http.body_truncated =
                 chunk.len() > room || response.chunk().await.ok().flatten().is_some();
             return Ok(());
         }
         http.body.extend_from_slice(&chunk);
+        progress.bytes = http.body.len();
     }
     Ok(())
+}
+
+/// Sorts a failure while reading the body: invalid framing (a bad chunk size line) is a
+/// protocol error, anything else (a reset, an early close) broke the connection.
+fn body_error_kind(error: &reqwest::Error) -> TransportKind {
+    let invalid = has_io_kind(error, std::io::ErrorKind::InvalidData)
+        || has_io_kind(error, std::io::ErrorKind::InvalidInput)
+        || has_hyper_parse_error(error);
+    if invalid {
+        TransportKind::Protocol
+    } else {
+        TransportKind::Connect
+    }
 }
 
 /// Sorts a request error into a transport kind by walking its source chain.
@@ -194,6 +232,7 @@ fn summarize_chain(error: &reqwest::Error, kind: TransportKind) -> String {
         TransportKind::Connect => "connection failed",
         TransportKind::Tls => "TLS handshake failed",
         TransportKind::Proxy => "proxy failed",
+        TransportKind::Protocol => "invalid HTTP response",
     };
     let causes: Vec<String> = sources(error)
         .skip(1)
@@ -252,6 +291,11 @@ fn transport_kind(error: &reqwest::Error, chain: &str, proxied: bool) -> Transpo
     {
         return TransportKind::Proxy;
     }
+    // hyper rejects a status line that is not HTTP and a header section over its limits
+    // (about 400 KiB, or more than 100 headers) as a parse error.
+    if has_hyper_parse_error(error) {
+        return TransportKind::Protocol;
+    }
     TransportKind::Connect
 }
 
@@ -262,6 +306,14 @@ const SOCKS_TARGET_FAILURES: &[&str] = &[
     "socks error: network unreachable",
     "socks error: ttl expired",
 ];
+
+fn has_hyper_parse_error(error: &reqwest::Error) -> bool {
+    sources(error).any(|source| {
+        source
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    })
+}
 
 fn is_tls_text(lower: &str) -> bool {
     [

@@ -313,6 +313,7 @@ impl Engine {
     }
 
     fn start_pair(&self, pair: &Arc<Pair>, tick: Instant) {
+        self.metrics.record_tick(&pair.key.0, &pair.key.1);
         if pair.running.swap(true, Ordering::SeqCst) {
             self.metrics.record_skipped_tick(&pair.key.0, &pair.key.1);
             self.status.record_skipped_tick(&pair.key);
@@ -461,10 +462,24 @@ pub async fn run_once(
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
 ) -> (ProbeReport, Verdict) {
+    #[cfg(feature = "fault-injection")]
+    inject_panic(&pair.monitor.name);
     let report = retry::probe_with_retries(&pair.route, &pair.monitor, &redactor).await;
     let mut verdict = classify::classify(&report.observation, &pair.monitor.expect, &rules);
     verdict.evidence = redactor.redact(&verdict.evidence);
     (report, verdict)
+}
+
+/// Environment variable naming a monitor whose probes panic, read only in builds with the
+/// `fault-injection` feature, so tests can show that a panic stays inside one probe.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC_MONITOR_ENV: &str = "ROUTEWATCH_FAULT_PANIC_MONITOR";
+
+#[cfg(feature = "fault-injection")]
+fn inject_panic(monitor: &str) {
+    if std::env::var(FAULT_PANIC_MONITOR_ENV).is_ok_and(|name| name == monitor) {
+        panic!("injected fault: monitor {monitor} panics by request of {FAULT_PANIC_MONITOR_ENV}");
+    }
 }
 
 /// Builds every pair of a config in config order (monitor, then route), for one-shot use.

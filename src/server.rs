@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,12 +24,17 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::Class;
 use crate::metrics::Metrics;
 use crate::status::{StatusFilter, StatusStore};
+use crate::web_config::{Auth, WebConfig};
 
 /// Largest request body accepted; every endpoint works without one.
 pub const MAX_REQUEST_BODY_BYTES: u64 = 1024;
 
 /// Time a client gets to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a finished render of /metrics or the unfiltered /status is served again to
+/// requests that arrive after it started.
+const RENDER_REUSE: Duration = Duration::from_secs(1);
 
 /// Time in-flight responses get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -64,6 +69,57 @@ pub struct AppState {
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
+    web: WebConfig,
+}
+
+/// Shares one render of a large document (/metrics, the unfiltered /status) among the
+/// requests that arrive while it runs.
+///
+/// Rendering 1,000 pairs takes tens of milliseconds in a release build and over a second in
+/// a debug build, so 50 concurrent requests must not render 50 times. A request waits for
+/// the render in progress, then uses the newest render if that render started after the
+/// request arrived or finished less than [`RENDER_REUSE`] ago, or starts one itself. So under
+/// a burst the renders take at most part of one CPU and leave the rest to the probes, and
+/// no response is older than [`RENDER_REUSE`] plus one render.
+#[derive(Default)]
+struct SharedRender {
+    /// When the newest render started and finished, and its output.
+    latest: tokio::sync::Mutex<Option<(tokio::time::Instant, tokio::time::Instant, Bytes)>>,
+}
+
+impl SharedRender {
+    async fn render<F>(&self, what: &'static str, render: F) -> Option<Bytes>
+    where
+        F: FnOnce() -> String + Send + 'static,
+    {
+        let arrived = tokio::time::Instant::now();
+        let mut latest = self.latest.lock().await;
+        if let Some((started, finished, body)) = latest.as_ref() {
+            if *started >= arrived || finished.elapsed() < RENDER_REUSE {
+                return Some(body.clone());
+            }
+        }
+        let started = tokio::time::Instant::now();
+        // Rendering is CPU work; a blocking thread keeps it off the workers that run probes.
+        match tokio::task::spawn_blocking(render).await {
+            Ok(text) => {
+                let body = Bytes::from(text);
+                *latest = Some((started, tokio::time::Instant::now(), body.clone()));
+                Some(body)
+            }
+            Err(error) => {
+                tracing::error!(error = %error, document = what, "rendering failed");
+                None
+            }
+        }
+    }
+}
+
+/// The shared renders of the two large documents.
+#[derive(Default)]
+struct Renders {
+    metrics: SharedRender,
+    status: SharedRender,
 }
 
 impl Server {
@@ -72,7 +128,16 @@ impl Server {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
-        Ok(Server { listener })
+        Ok(Server {
+            listener,
+            web: WebConfig::default(),
+        })
+    }
+
+    /// Serves over TLS and checks credentials as `web` sets (see [`crate::web_config`]).
+    pub fn with_web_config(mut self, web: WebConfig) -> Server {
+        self.web = web;
+        self
     }
 
     /// Returns the bound address (useful with port 0).
@@ -83,6 +148,7 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then lets in-flight responses finish.
     pub async fn serve(self, state: AppState, shutdown: CancellationToken) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let cache = Arc::new(Renders::default());
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -98,16 +164,53 @@ impl Server {
                 }
             };
             let state = state.clone();
+            let auth = self.web.auth.clone();
+            let cache = Arc::clone(&cache);
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                let auth = auth.clone();
+                let cache = Arc::clone(&cache);
+                async move { Ok::<_, Infallible>(guarded(&state, &auth, &cache, request).await) }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
+            let builder = {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                builder
+            };
+            let Some(acceptor) = self.web.tls.clone() else {
+                let connection =
+                    graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                });
+                continue;
+            };
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
+                // A client that stalls the handshake gets the same budget as one that stalls
+                // its headers.
+                let stream = match tokio::time::timeout(
+                    HEADER_READ_TIMEOUT,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let connection =
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                 if let Err(error) = connection.await {
                     tracing::debug!(error = %error, "connection ended with an error");
                 }
@@ -122,7 +225,36 @@ impl Server {
     }
 }
 
-async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Checks credentials, then handles the request. `/healthz` needs none (see
+/// [`crate::web_config`] for why).
+async fn guarded(
+    state: &AppState,
+    auth: &Auth,
+    cache: &Renders,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    if request.uri().path() != "/healthz" && !auth.allows(header) {
+        let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            "Basic realm=\"routewatch\""
+                .parse()
+                .expect("static header value"),
+        );
+        return response;
+    }
+    handle(state, cache, request).await
+}
+
+async fn handle(
+    state: &AppState,
+    cache: &Renders,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if body_too_large(&request) {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
@@ -154,12 +286,22 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Full<B
     }
 
     match path {
-        "/metrics" => with_type(
-            StatusCode::OK,
-            state.metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
-        "/status" => status(state, request.uri().query()),
+        "/metrics" => {
+            let metrics = state.metrics.clone();
+            match cache
+                .metrics
+                .render("/metrics", move || metrics.render())
+                .await
+            {
+                Some(body) => with_bytes(
+                    StatusCode::OK,
+                    body,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                None => text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
+            }
+        }
+        "/status" => status(state, cache, request.uri().query()).await,
         "/healthz" => healthz(state),
         "/-/reload" => reload(state).await,
         _ => text(StatusCode::OK, "routewatch: see /status and /metrics\n"),
@@ -178,14 +320,23 @@ fn body_too_large(request: &Request<Incoming>) -> bool {
     declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) || chunked
 }
 
-fn status(state: &AppState, query: Option<&str>) -> Response<Full<Bytes>> {
-    match parse_filter(query.unwrap_or("")) {
-        Ok(filter) => with_type(
-            StatusCode::OK,
-            state.status.render_json(&filter),
-            "application/json",
-        ),
-        Err(message) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+async fn status(state: &AppState, cache: &Renders, query: Option<&str>) -> Response<Full<Bytes>> {
+    let filter = match parse_filter(query.unwrap_or("")) {
+        Ok(filter) => filter,
+        Err(message) => return text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+    };
+    let store = Arc::clone(&state.status);
+    let render = move || store.render_json(&filter);
+    // Only the unfiltered document is shared: it is the large one, and a filter's response
+    // belongs to that filter alone.
+    let body = if query.unwrap_or("").is_empty() {
+        cache.status.render("/status", render).await
+    } else {
+        SharedRender::default().render("/status", render).await
+    };
+    match body {
+        Some(body) => with_bytes(StatusCode::OK, body, "application/json"),
+        None => text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
     }
 }
 
@@ -245,7 +396,15 @@ fn with_type(
     body: String,
     content_type: &'static str,
 ) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    with_bytes(status, Bytes::from(body), content_type)
+}
+
+fn with_bytes(
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

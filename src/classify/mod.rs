@@ -129,6 +129,9 @@ pub enum TransportKind {
     Tls,
     /// The route's proxy could not be reached or refused the tunnel.
     Proxy,
+    /// The peer answered, but not in valid HTTP: a garbage status line, a header section over
+    /// the client's limit, or an invalid chunked body.
+    Protocol,
 }
 
 /// A transport failure with a one-line description (secrets already removed).
@@ -214,6 +217,8 @@ fn classify_transport(error: &TransportError) -> Verdict {
         TransportKind::Connect => (Class::Connect, "transport.connect"),
         TransportKind::Tls => (Class::Tls, "transport.tls"),
         TransportKind::Proxy => (Class::Proxy, "transport.proxy"),
+        // An answer that is not HTTP is still an answer, and no rule explains it.
+        TransportKind::Protocol => (Class::Unexpected, "transport.invalid_response"),
     };
     Verdict {
         class,
@@ -381,6 +386,11 @@ mod tests {
             (TransportKind::Connect, Class::Connect, "transport.connect"),
             (TransportKind::Tls, Class::Tls, "transport.tls"),
             (TransportKind::Proxy, Class::Proxy, "transport.proxy"),
+            (
+                TransportKind::Protocol,
+                Class::Unexpected,
+                "transport.invalid_response",
+            ),
         ];
         for (kind, class, reason) in cases {
             let observation = Observation::Transport(TransportError {
@@ -694,5 +704,25 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
             assert!(safe, "{}", rule.id);
         }
+    }
+
+    #[test]
+    fn classify_redirect_evidence_names_location() {
+        let observation = Observation::Response(HttpResponse {
+            status: 302,
+            headers: vec![(
+                "Location".to_owned(),
+                "https://other.example.net/v1/models".to_owned(),
+            )],
+            body: Vec::new(),
+            body_truncated: false,
+        });
+        let verdict = run(&observation);
+        assert_eq!(verdict.class, Class::Unexpected);
+        assert_eq!(verdict.reason, "expectation.failed");
+        assert_eq!(
+            verdict.evidence,
+            "HTTP 302; header location: https://other.example.net/v1/models; empty body; expected 2xx JSON"
+        );
     }
 }

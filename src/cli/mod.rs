@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Address of the HTTP endpoints (/metrics, /status, /healthz).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// YAML file with TLS and authentication settings for the HTTP endpoints
+    /// (tls_server_config, basic_auth, bearer_token_file); read once at start-up.
+    #[arg(long = "web.config-file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// The one-shot commands.

@@ -383,6 +383,7 @@ fn failed_step(pair: &Pair, kind: TransportKind) -> String {
         (TransportKind::Dns, _) => format!("DNS lookup of {host}"),
         (TransportKind::Connect, _) => format!("TCP connection to {host}:{port}"),
         (TransportKind::Tls, _) => format!("TLS handshake with {host}:{port}"),
+        (TransportKind::Protocol, _) => format!("HTTP exchange with {host}:{port}"),
         (TransportKind::Proxy, Some(proxy)) => format!("proxy {proxy}"),
         (TransportKind::Proxy, None) => "the proxy".to_owned(),
     }

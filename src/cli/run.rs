@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::schedule::{Engine, ScheduleError};
 use crate::server::{AppState, ReloadRequest, Server, ServerError};
 use crate::status::StatusStore;
+use crate::web_config::{self, WebConfig, WebConfigError};
 
 /// Time the listener gets to finish in-flight responses after the scheduler stopped.
 const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -32,6 +33,9 @@ pub enum RunError {
     /// The listener could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The web config is invalid.
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
     /// A signal handler could not be installed.
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
@@ -43,6 +47,10 @@ pub enum RunError {
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     let path = args.config_path();
+    let web = match &args.web_config_file {
+        Some(web_path) => web_config::load(web_path)?,
+        None => WebConfig::default(),
+    };
     let config = config::load(&path).map_err(|errors| RunError::Config {
         path: path.clone(),
         errors,
@@ -51,7 +59,9 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     // Signal handlers first, so that a signal during start-up stops the service cleanly, and
     // then the listener, so that a taken port stops the start before any probe runs.
     let signals = Signals::install()?;
-    let server = Server::bind(args.listen).await?;
+    let tls = web.tls.is_some();
+    let guarded = !web.auth.is_open();
+    let server = Server::bind(args.listen).await?.with_web_config(web);
     let metrics = Metrics::new();
     metrics.record_config_load(true, SystemTime::now());
     let status = Arc::new(StatusStore::new(config.global.history_size));
@@ -65,6 +75,7 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     );
 
     let (reload_sender, reload_requests) = mpsc::channel::<ReloadRequest>(4);
+    tracing::info!(listen = %args.listen, tls, guarded, "listener ready");
     let server_stop = CancellationToken::new();
     let state = AppState {
         metrics: metrics.clone(),

@@ -203,6 +203,11 @@ fn reword(message: &str) -> String {
             return format!("duplicate key \"{key}\" (keep one)");
         }
     }
+    // serde_yaml stops expanding aliases after 100 expansions per event in the file, which
+    // defuses "billion laughs" files; its own message does not say what repeated.
+    if message == "repetition limit exceeded" {
+        return "invalid YAML: aliases expand to too many nodes (over 100 per node in the file); write the values out or use fewer aliases".to_owned();
+    }
     message
         .replace("expected usize", "expected a whole number")
         .replace("invalid type: unit value", "invalid type: empty value")

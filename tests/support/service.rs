@@ -115,6 +115,32 @@ impl Service {
     /// Starts routewatch with `config`, extra command-line arguments after the config and
     /// listen options, and extra environment variables, and waits until it is ready.
     pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let mut service = Self::spawn(config, args, env);
+        service.wait_until_ready();
+        service
+    }
+
+    /// Starts routewatch with a listener that speaks TLS (extra `args` name the web config)
+    /// and waits until its port accepts connections. The plain-HTTP helpers such as
+    /// [`Service::get`] do not work on such a service; `_ca_file` documents which CA its
+    /// certificate chains to.
+    pub fn start_tls(config: &str, args: &[&str], _ca_file: &Path) -> Service {
+        let mut service = Self::spawn(config, args, &[]);
+        let ready = super::net::wait_until_accepting(service.addr, READY_TIMEOUT);
+        if let Some(status) = service.process.try_wait() {
+            panic!(
+                "routewatch exited with {status} before it was ready\nstderr:\n{}",
+                service.stderr()
+            );
+        }
+        assert!(
+            ready,
+            "routewatch did not accept connections within {READY_TIMEOUT:?}"
+        );
+        service
+    }
+
+    fn spawn(config: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
         let dir = tempfile::Builder::new()
             .prefix("routewatch-service-")
             .tempdir()
@@ -136,13 +162,11 @@ impl Service {
             .spawn()
             .unwrap_or_else(|error| panic!("spawn {}: {error}", binary().display()));
 
-        let mut service = Service {
+        Service {
             process: ChildGuard::new("routewatch", child),
             addr,
             dir,
-        };
-        service.wait_until_ready();
-        service
+        }
     }
 
     fn wait_until_ready(&mut self) {
@@ -228,7 +252,7 @@ impl Service {
         self.process.stop()
     }
 
-    /// Returns the process id, for sending signals such as SIGHUP.
+    /// Returns the process id, for sending signals such as SIGHUP and reading /proc/PID.
     pub fn pid(&self) -> u32 {
         self.process.id()
     }

@@ -108,6 +108,16 @@ impl TestCa {
         &self.leaf_der
     }
 
+    /// Writes the leaf certificate and its PKCS#8 key as PEM files `leaf.pem` and
+    /// `leaf-key.pem` in `dir`, and returns their paths (for a server that reads PEM files).
+    pub fn write_leaf_pem(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let cert = dir.join("leaf.pem");
+        let key = dir.join("leaf-key.pem");
+        std::fs::write(&cert, pem("CERTIFICATE", &self.leaf_der)).expect("write leaf.pem");
+        std::fs::write(&key, pem("PRIVATE KEY", &self.leaf_key_der)).expect("write leaf-key.pem");
+        (cert, key)
+    }
+
     /// Builds a rustls server config that presents the leaf certificate, offers ALPN
     /// `http/1.1` and accepts TLS 1.2 and 1.3. It uses the ring provider explicitly, because
     /// the dependency tree enables both ring and aws-lc-rs, so rustls has no default provider.
@@ -141,6 +151,19 @@ impl TestCa {
     pub fn reqwest_certificate(&self) -> reqwest::Certificate {
         reqwest::Certificate::from_der(&self.ca_der).expect("the test CA DER parses")
     }
+}
+
+/// Encodes DER bytes as one PEM block with 64-character lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
 }
 
 /// Returns the ring crypto provider, chosen explicitly for every rustls config built here.
