@@ -40,6 +40,8 @@ pub struct Metrics {
     reload_successful: Gauge,
     reload_success_timestamp: Gauge,
     reloads_failed: IntCounter,
+    /// Changes with every config load; shared by every clone.
+    config_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     probe_attempts: IntCounterVec,
     egress_info: GaugeVec,
     egress_changes: IntCounterVec,
@@ -132,6 +134,7 @@ impl Metrics {
                 "Configuration reloads rejected because the new file was invalid.",
             )
             .expect("valid counter definition"),
+            config_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
             probe_attempts: counter_vec(
                 "routewatch_probe_attempts_total",
                 "Requests sent by probes, retries included.",
@@ -352,8 +355,17 @@ impl Metrics {
         self.schedule_lag.observe(lag.as_secs_f64());
     }
 
+    /// Returns a number that changes with every configuration load, so that cached renders
+    /// of /metrics and /status can tell that they are out of date.
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Records the outcome of a configuration load; the success timestamp moves only on success.
     pub fn record_config_load(&self, successful: bool, at: SystemTime) {
+        self.config_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if successful {
             self.reload_successful.set(1.0);
             self.reload_success_timestamp.set(unix_seconds(at));

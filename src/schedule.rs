@@ -152,6 +152,7 @@ impl Engine {
         let new_plan = build_plan(config, &old_plan)?;
 
         let summary = self.swap_pairs(&old_plan, &new_plan, config);
+        self.metrics.set_diagnoses(&self.status.diagnoses());
         *self
             .plan
             .write()
@@ -365,6 +366,12 @@ impl Engine {
     }
 
     fn record(&self, pair: &Pair, report: &ProbeReport, verdict: Verdict, redactor: &Redactor) {
+        // A probe that was in flight when a reload removed or replaced its pair must not bring
+        // the pair's series back.
+        if !self.is_current(pair) {
+            tracing::debug!(monitor = %pair.key.0, route = %pair.key.1, "result of a removed pair dropped");
+            return;
+        }
         let verdict = self.with_egress_evidence(&pair.key.1, verdict);
         let finished_at = SystemTime::now();
         let http_status = http_status(&report.observation);
@@ -415,6 +422,18 @@ impl Engine {
             );
         }
         verdict
+    }
+
+    /// Returns true when `pair` is still the scheduled pair for its key.
+    fn is_current(&self, pair: &Pair) -> bool {
+        self.current_plan()
+            .monitors
+            .get(&pair.key.0)
+            .is_some_and(|pairs| {
+                pairs
+                    .iter()
+                    .any(|current| std::ptr::eq(Arc::as_ptr(current), pair))
+            })
     }
 
     /// Returns true while the scheduler runs (for /healthz).

@@ -80,23 +80,33 @@ pub struct Server {
 /// the render in progress, then uses the newest render if that render started after the
 /// request arrived or finished less than [`RENDER_REUSE`] ago, or starts one itself. So under
 /// a burst the renders take at most part of one CPU and leave the rest to the probes, and
-/// no response is older than [`RENDER_REUSE`] plus one render.
+/// no response is older than [`RENDER_REUSE`] plus one render. A config load changes the
+/// generation, and a render of an older generation is never reused, so a response after a
+/// reload always shows the reload's result.
 #[derive(Default)]
 struct SharedRender {
-    /// When the newest render started and finished, and its output.
-    latest: tokio::sync::Mutex<Option<(tokio::time::Instant, tokio::time::Instant, Bytes)>>,
+    /// The newest render: its generation, when it started and finished, and its output.
+    latest: tokio::sync::Mutex<Option<Rendered>>,
+}
+
+struct Rendered {
+    generation: u64,
+    started: tokio::time::Instant,
+    finished: tokio::time::Instant,
+    body: Bytes,
 }
 
 impl SharedRender {
-    async fn render<F>(&self, what: &'static str, render: F) -> Option<Bytes>
+    async fn render<F>(&self, what: &'static str, generation: u64, render: F) -> Option<Bytes>
     where
         F: FnOnce() -> String + Send + 'static,
     {
         let arrived = tokio::time::Instant::now();
         let mut latest = self.latest.lock().await;
-        if let Some((started, finished, body)) = latest.as_ref() {
-            if *started >= arrived || finished.elapsed() < RENDER_REUSE {
-                return Some(body.clone());
+        if let Some(rendered) = latest.as_ref() {
+            let fresh = rendered.started >= arrived || rendered.finished.elapsed() < RENDER_REUSE;
+            if fresh && rendered.generation == generation {
+                return Some(rendered.body.clone());
             }
         }
         let started = tokio::time::Instant::now();
@@ -104,7 +114,12 @@ impl SharedRender {
         match tokio::task::spawn_blocking(render).await {
             Ok(text) => {
                 let body = Bytes::from(text);
-                *latest = Some((started, tokio::time::Instant::now(), body.clone()));
+                *latest = Some(Rendered {
+                    generation,
+                    started,
+                    finished: tokio::time::Instant::now(),
+                    body: body.clone(),
+                });
                 Some(body)
             }
             Err(error) => {
@@ -288,9 +303,10 @@ async fn handle(
     match path {
         "/metrics" => {
             let metrics = state.metrics.clone();
+            let generation = metrics.config_generation();
             match cache
                 .metrics
-                .render("/metrics", move || metrics.render())
+                .render("/metrics", generation, move || metrics.render())
                 .await
             {
                 Some(body) => with_bytes(
@@ -326,13 +342,16 @@ async fn status(state: &AppState, cache: &Renders, query: Option<&str>) -> Respo
         Err(message) => return text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
     };
     let store = Arc::clone(&state.status);
+    let generation = state.metrics.config_generation();
     let render = move || store.render_json(&filter);
     // Only the unfiltered document is shared: it is the large one, and a filter's response
     // belongs to that filter alone.
     let body = if query.unwrap_or("").is_empty() {
-        cache.status.render("/status", render).await
+        cache.status.render("/status", generation, render).await
     } else {
-        SharedRender::default().render("/status", render).await
+        SharedRender::default()
+            .render("/status", generation, render)
+            .await
     };
     match body {
         Some(body) => with_bytes(StatusCode::OK, body, "application/json"),

@@ -103,7 +103,7 @@ fn valid_fixture_global_and_routes() {
     );
     assert_eq!(
         config.routes[2].source_address,
-        Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)))
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)))
     );
     assert_eq!(
         config.routes[2].ca_file,

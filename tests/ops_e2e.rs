@@ -23,11 +23,14 @@ const FIXTURES: &str = "tests/fixtures/config";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The environment of the config fixtures, as tests/config_fixtures.rs fakes it.
-const FIXTURE_ENV: [(&str, &str); 4] = [
+const FIXTURE_ENV: [(&str, &str); 7] = [
     ("HK_PROXY_PASSWORD", "p@ss:word"),
     ("ANTHROPIC_API_KEY", "sk-ant-test"),
     ("GATEWAY_KEY", "gw-secret"),
     ("GEMINI_API_KEY", "gem-key"),
+    ("SECRET_TIMEOUT", "SKSECRET_BBB"),
+    ("SLASH_PASSWORD", "pa/ss@wo:rd"),
+    ("PROXY_URL_WITH_SLASH", "http://user:8/ss@127.0.0.1:3128"),
 ];
 
 /// Runs the binary with only PATH and `env` in its environment, from the crate folder, so
@@ -239,6 +242,8 @@ fn probe_text_shows_each_step() {
 !  TLS handshake with 127.0.0.1:{port} failed after N ms: TLS handshake failed (127.0.0.1): invalid peer certificate: UnknownIssuer
 => tls transport.tls (N ms): TLS handshake failed (127.0.0.1): invalid peer certificate: UnknownIssuer
 
+== diagnosis
+*  api: route_problem: geo_block on via-http; tls on untrusted; proxy on dead-proxy for every monitor on the route; ok on direct
 "#
     );
     assert_eq!(stdout, expected);
@@ -259,7 +264,7 @@ fn probe_all_ok_exits_zero() {
 
     let output = run_clean(&["probe", "--config", &path, "--route", "direct"], &[]);
     let stdout = text(&output.stdout);
-    assert_eq!(stdout.matches("\n== ").count() + 1, 1, "{stdout}");
+    assert_eq!(stdout.matches("== api via ").count(), 1, "{stdout}");
     assert!(
         stdout.starts_with("== api via direct (direct)\n"),
         "{stdout}"
@@ -296,7 +301,9 @@ fn probe_json_fields_are_exact() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[4]["diagnosis"]["monitor"], "api");
+    assert_eq!(lines[4]["diagnosis"]["kind"], "route_problem");
 
     let mut direct = lines[0].clone();
     let duration = direct["duration_seconds"].take();
@@ -315,6 +322,8 @@ fn probe_json_fields_are_exact() {
             "remote_addr": format!("127.0.0.1:{}", upstream.port()),
             "http_status": 200,
             "headers": [["content-type", "application/json"], ["content-length", "113"]],
+            "attempts": 1,
+            "egress": null,
             "body_snippet": MODELS,
             "error": null,
             "class": "ok",
@@ -339,6 +348,8 @@ fn probe_json_fields_are_exact() {
             "remote_addr": null,
             "http_status": 0,
             "headers": [],
+            "attempts": 1,
+            "egress": null,
             "body_snippet": "",
             "error": detail,
             "class": "proxy",
@@ -452,7 +463,7 @@ fn reload_rejects_bad_config_and_applies_good_one() {
     // A bad config by POST /-/reload: rejected with the errors, the old config keeps running.
     std::fs::write(&path, BAD_CONFIG).unwrap();
     let errors = format!(
-        "{}:4:5: monitors[0].colour: unknown key \"colour\" (allowed keys: name, provider, api_key, url, method, headers, body, expect, schedule, timeout, max_body, routes)",
+        "{}:4:5: monitors[0].colour: unknown key \"colour\" (allowed keys: name, provider, api_key, url, method, headers, body, expect, schedule, timeout, max_body, routes, retries, retry_backoff)",
         path.display()
     );
     let response = service.post("/-/reload");

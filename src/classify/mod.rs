@@ -722,7 +722,7 @@ mod tests {
         assert_eq!(verdict.reason, "expectation.failed");
         assert_eq!(
             verdict.evidence,
-            "HTTP 302; header location: https://other.example.net/v1/models; empty body; expected 2xx JSON"
+            "HTTP 302; redirect to https://other.example.net/v1/models; expected 2xx JSON"
         );
     }
 }
