@@ -8,6 +8,7 @@
 //! - [`probe`]: one request through one route, returning plain facts.
 //! - [`classify`]: a pure function from those facts to a verdict (class, reason, evidence).
 //! - [`schedule`]: when each (monitor, route) pair runs, with a global concurrency limit.
+//! - [`shard`]: which pairs this instance probes when several instances split one config.
 //! - [`metrics`]: every `routewatch_*` series.
 //! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
 //! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
@@ -23,4 +24,5 @@ pub mod redact;
 pub mod route;
 pub mod schedule;
 pub mod server;
+pub mod shard;
 pub mod status;

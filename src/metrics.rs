@@ -12,6 +12,7 @@ use prometheus::{
 };
 
 use crate::classify::{Class, Verdict};
+use crate::shard::Shard;
 
 /// Bucket bounds of the probe duration histogram, in seconds: from a fast loopback answer to
 /// the longest sensible timeout.
@@ -37,6 +38,7 @@ pub struct Metrics {
     reload_successful: Gauge,
     reload_success_timestamp: Gauge,
     reloads_failed: IntCounter,
+    shard_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -120,7 +122,16 @@ impl Metrics {
                 "Configuration reloads rejected because the new file was invalid.",
             )
             .expect("valid counter definition"),
+            shard_info: IntGaugeVec::new(
+                Opts::new(
+                    "routewatch_shard_info",
+                    "Always 1; this instance probes shard `shard` (from 0) of `shards` (0 of 1 when unsharded).",
+                ),
+                &["shard", "shards"],
+            )
+            .expect("valid gauge definition"),
         };
+        metrics.set_shard(Shard::UNSHARDED);
         metrics.register_all();
         metrics
     }
@@ -149,6 +160,7 @@ impl Metrics {
             Box::new(self.reload_successful.clone()),
             Box::new(self.reload_success_timestamp.clone()),
             Box::new(self.reloads_failed.clone()),
+            Box::new(self.shard_info.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
@@ -257,6 +269,14 @@ impl Metrics {
         }
     }
 
+    /// Sets `routewatch_shard_info` to the one shard this instance probes.
+    pub fn set_shard(&self, shard: Shard) {
+        self.shard_info.reset();
+        self.shard_info
+            .with_label_values(&[&shard.index().to_string(), &shard.count().to_string()])
+            .set(1);
+    }
+
     /// Renders the Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buffer = Vec::with_capacity(64 * 1024);
@@ -357,6 +377,27 @@ mod tests {
         );
         assert!(text.contains("routewatch_probe_last_run_timestamp_seconds{monitor=\"groq\",route=\"hk\"} 1700000000\n"));
         assert!(text.contains("routewatch_probe_duration_seconds_bucket{monitor=\"groq\",route=\"hk\",le=\"0.25\"} 1\n"));
+    }
+
+    #[test]
+    fn shard_info_starts_unsharded() {
+        let text = Metrics::new().render();
+        assert_eq!(
+            lines_for(&text, "routewatch_shard_info"),
+            vec!["routewatch_shard_info{shard=\"0\",shards=\"1\"} 1"]
+        );
+    }
+
+    #[test]
+    fn set_shard_replaces_shard_info() {
+        let metrics = Metrics::new();
+        metrics.set_shard(Shard::new(1, 3).unwrap());
+        metrics.set_shard(Shard::new(2, 4).unwrap());
+        let text = metrics.render();
+        assert_eq!(
+            lines_for(&text, "routewatch_shard_info"),
+            vec!["routewatch_shard_info{shard=\"2\",shards=\"4\"} 1"]
+        );
     }
 
     #[test]

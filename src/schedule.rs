@@ -143,6 +143,7 @@ impl Engine {
         let old_plan = self.current_plan();
         let new_plan = build_plan(config, &old_plan)?;
 
+        self.metrics.set_shard(config.global.shard);
         let summary = self.swap_pairs(&old_plan, &new_plan, config);
         *self
             .plan
@@ -422,7 +423,8 @@ pub async fn run_once(
     (report, verdict)
 }
 
-/// Builds every pair of a config in config order (monitor, then route), for one-shot use.
+/// Builds every pair of the config's shard in config order (monitor, then route), for
+/// one-shot use.
 pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
     let plan = build_plan(config, &Plan::empty())?;
     let pairs = config
@@ -435,7 +437,8 @@ pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
     Ok(pairs)
 }
 
-/// Builds the pairs of a config, reusing the pairs of `old` whose monitor and route are unchanged.
+/// Builds the pairs of the config's shard (`global.shard`), reusing the pairs of `old` whose
+/// monitor and route are unchanged.
 fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
     let mut clients: HashMap<&str, RouteClient> = HashMap::new();
     for route in &config.routes {
@@ -448,6 +451,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         let pairs = monitor
             .routes
             .iter()
+            .filter(|route_name| config.global.shard.contains(&monitor.name, route_name))
             .filter_map(|route_name| clients.get(route_name.as_str()))
             .map(|client| reuse_or_new_pair(old, &monitor_arc, client, config))
             .collect();

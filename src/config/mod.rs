@@ -24,6 +24,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::classify::{Expectation, Rule};
+use crate::shard::Shard;
 
 pub use error::{ConfigError, ConfigErrors};
 
@@ -63,6 +64,8 @@ pub struct Global {
     pub concurrency: usize,
     /// Verdicts kept per pair.
     pub history_size: usize,
+    /// The pairs this instance probes; `--shard` replaces it.
+    pub shard: Shard,
 }
 
 /// A network route (`routes[]`).

@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawGlobal {
     pub concurrency: Option<usize>,
     pub history_size: Option<usize>,
+    pub shard: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
