@@ -8,6 +8,7 @@
 
 pub mod net;
 pub mod process;
+pub mod prom_server;
 pub mod proxy;
 pub mod service;
 pub mod tls;
