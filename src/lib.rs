@@ -10,6 +10,7 @@
 //! - [`egress`]: a route's egress IP, country and colo from a Cloudflare-style trace URL.
 //! - [`diagnose`]: one conclusion per monitor from the latest verdicts of all its routes.
 //! - [`schedule`]: when each (monitor, route) pair runs, with a global concurrency limit.
+//! - [`shard`]: which pairs this instance probes when several instances split one config.
 //! - [`metrics`]: every `routewatch_*` series.
 //! - [`status`]: the latest verdict and bounded history per pair, served as JSON.
 //! - [`server`]: the HTTP listener for /metrics, /status and /healthz.
@@ -30,5 +31,6 @@ pub mod retry;
 pub mod route;
 pub mod schedule;
 pub mod server;
+pub mod shard;
 pub mod status;
 pub mod web_config;

@@ -34,10 +34,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(cli::run::run(&cli.run))?;
             true
         }
-        Some(Command::Check) => cli::check::run(&cli.run.config_path(), &mut stdout)?,
+        Some(Command::Check) => {
+            // check validates `--shard` too, so a unit file's flags can be tested with it.
+            cli.run.shard()?;
+            cli::check::run(&cli.run.config_path(), &mut stdout)?
+        }
         Some(Command::Probe(args)) => {
             let path = cli.run.config_path();
-            let config = match config::load(&path) {
+            let config = match cli::load_config(&path, cli.run.shard()?) {
                 Ok(config) => config,
                 Err(errors) => {
                     writeln!(stdout, "{errors}")?;

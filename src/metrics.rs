@@ -14,6 +14,7 @@ use prometheus::{
 use crate::classify::{Class, Verdict};
 use crate::diagnose::{Diagnosis, DiagnosisKind};
 use crate::egress::Egress;
+use crate::shard::Shard;
 
 /// Bucket bounds of the probe duration histogram, in seconds: from a fast loopback response to
 /// the longest sensible timeout.
@@ -46,6 +47,7 @@ pub struct Metrics {
     egress_info: GaugeVec,
     egress_changes: IntCounterVec,
     diagnosis: GaugeVec,
+    shard_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -155,7 +157,16 @@ impl Metrics {
                 "1 for the monitor's current diagnosis, 0 for every other kind.",
                 &["monitor", "kind"],
             ),
+            shard_info: IntGaugeVec::new(
+                Opts::new(
+                    "routewatch_shard_info",
+                    "Always 1; this instance probes shard `shard` (from 0) of `shards` (0 of 1 when unsharded).",
+                ),
+                &["shard", "shards"],
+            )
+            .expect("valid gauge definition"),
         };
+        metrics.set_shard(Shard::UNSHARDED);
         metrics.register_all();
         metrics
     }
@@ -189,6 +200,7 @@ impl Metrics {
             Box::new(self.egress_info.clone()),
             Box::new(self.egress_changes.clone()),
             Box::new(self.diagnosis.clone()),
+            Box::new(self.shard_info.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
@@ -375,6 +387,14 @@ impl Metrics {
         }
     }
 
+    /// Sets `routewatch_shard_info` to the one shard this instance probes.
+    pub fn set_shard(&self, shard: Shard) {
+        self.shard_info.reset();
+        self.shard_info
+            .with_label_values(&[&shard.index().to_string(), &shard.count().to_string()])
+            .set(1);
+    }
+
     /// Renders the Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buffer = Vec::with_capacity(64 * 1024);
@@ -475,6 +495,27 @@ mod tests {
         );
         assert!(text.contains("routewatch_probe_last_run_timestamp_seconds{monitor=\"groq\",route=\"hk\"} 1700000000\n"));
         assert!(text.contains("routewatch_probe_duration_seconds_bucket{monitor=\"groq\",route=\"hk\",le=\"0.25\"} 1\n"));
+    }
+
+    #[test]
+    fn shard_info_starts_unsharded() {
+        let text = Metrics::new().render();
+        assert_eq!(
+            lines_for(&text, "routewatch_shard_info"),
+            vec!["routewatch_shard_info{shard=\"0\",shards=\"1\"} 1"]
+        );
+    }
+
+    #[test]
+    fn set_shard_replaces_shard_info() {
+        let metrics = Metrics::new();
+        metrics.set_shard(Shard::new(1, 3).unwrap());
+        metrics.set_shard(Shard::new(2, 4).unwrap());
+        let text = metrics.render();
+        assert_eq!(
+            lines_for(&text, "routewatch_shard_info"),
+            vec!["routewatch_shard_info{shard=\"2\",shards=\"4\"} 1"]
+        );
     }
 
     #[test]

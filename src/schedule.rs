@@ -151,6 +151,7 @@ impl Engine {
         let old_plan = self.current_plan();
         let new_plan = build_plan(config, &old_plan)?;
 
+        self.metrics.set_shard(config.global.shard);
         let summary = self.swap_pairs(&old_plan, &new_plan, config);
         self.metrics.set_diagnoses(&self.status.diagnoses());
         *self
@@ -502,6 +503,8 @@ fn inject_panic(monitor: &str) {
 }
 
 /// Builds every pair of a config in config order (monitor, then route), for one-shot use.
+/// Builds every pair of the config's shard in config order (monitor, then route), for
+/// one-shot use.
 pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
     let plan = build_plan(config, &Plan::empty())?;
     let pairs = config
@@ -514,17 +517,22 @@ pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
     Ok(pairs)
 }
 
-/// Builds the pairs of a config, reusing the pairs of `old` whose monitor and route are unchanged.
+/// Builds the pairs of the config's shard (`global.shard`), reusing the pairs of `old` whose
+/// monitor and route are unchanged.
 fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
     let mut clients: HashMap<&str, RouteClient> = HashMap::new();
     for route in &config.routes {
         clients.insert(&route.name, route::build(route, max_timeout(config))?);
     }
 
+    let shard = config.global.shard;
     let pair_count: usize = config
         .monitors
         .iter()
-        .map(|monitor| monitor.routes.len())
+        .map(|monitor| {
+            let in_shard = |route: &&String| shard.contains(&monitor.name, route);
+            monitor.routes.iter().filter(in_shard).count()
+        })
         .sum();
     let mut index = 0;
     let mut monitors = HashMap::new();
@@ -534,6 +542,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         for client in monitor
             .routes
             .iter()
+            .filter(|route_name| config.global.shard.contains(&monitor.name, route_name))
             .filter_map(|name| clients.get(name.as_str()))
         {
             let offset = spread_offset(&monitor.schedule, index, pair_count);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use routewatch::classify::{Class, Expectation, Matcher};
 use routewatch::config::{self, ConfigErrors, Schedule};
+use routewatch::shard::Shard;
 
 const FIXTURES: &str = "tests/fixtures/config";
 
@@ -408,4 +409,14 @@ fn load_accepts_loopback_source_address() {
         config.routes[0].source_address,
         Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)))
     );
+}
+
+#[test]
+fn global_shard_parses_and_defaults() {
+    let text = "global:\n  shard: \"2/3\"\nmonitors:\n  - name: groq\n    provider: groq\n";
+    let config = config::parse(text, Path::new("shard.yaml"), &fake_env).unwrap();
+    assert_eq!(config.global.shard, Shard::new(2, 3).unwrap());
+
+    let unsharded = parse_fixture("valid.yaml").unwrap();
+    assert_eq!(unsharded.global.shard, Shard::UNSHARDED);
 }

@@ -21,10 +21,11 @@ const TIMELINE_TITLE: &str = "Probe class over time per monitor / route";
 
 /// Grafana variables that dashboard queries may use, with the value each one gets before
 /// `promtool` checks the query.
-const GRAFANA_SUBSTITUTIONS: [(&str, &str); 5] = [
+const GRAFANA_SUBSTITUTIONS: [(&str, &str); 6] = [
     ("$__rate_interval", "1m"),
     ("$__interval", "1m"),
     ("$__range", "1h"),
+    ("$vantage", ".*"),
     ("$monitor", ".*"),
     ("$route", ".*"),
 ];
@@ -233,10 +234,14 @@ fn dashboard_datasource_variable_defaults_to_provisioned_uid() {
 fn dashboard_filter_variables_allow_all() {
     let dashboard = read_dashboard();
     let expected = [
-        ("monitor", "label_values(routewatch_probe_success, monitor)"),
+        ("vantage", "label_values(routewatch_build_info, vantage)"),
+        (
+            "monitor",
+            "label_values(routewatch_probe_success{vantage=~\"$vantage\"}, monitor)",
+        ),
         (
             "route",
-            "label_values(routewatch_probe_success{monitor=~\"$monitor\"}, route)",
+            "label_values(routewatch_probe_success{vantage=~\"$vantage\", monitor=~\"$monitor\"}, route)",
         ),
     ];
 
@@ -330,7 +335,8 @@ fn dashboard_queries_are_valid_promql() {
 }
 
 /// Evaluates the class timeline query with promtool on one geo-blocked pair (code 3) and one
-/// pair that has not finished a probe (code 0).
+/// pair that has not finished a probe (code 0). The series have no `vantage` label, so the
+/// test also checks that the All value of the vantage variable matches such series.
 #[test]
 fn class_timeline_query_returns_codes() {
     let dashboard = read_dashboard();
@@ -403,5 +409,18 @@ fn class_timeline_mappings_match_query() {
         assert_eq!(mapping[code.to_string()]["text"], *class, "code {code}");
         let term = format!("class=\"{class}\"}} * {code}\n");
         assert!(expr.contains(&term), "query lacks {term:?}");
+    }
+}
+
+#[test]
+fn example_configs_pass_promtool_check() {
+    for file in [
+        "prometheus/prometheus.yml",
+        "prometheus/vantages.yml",
+        "prometheus/federation.yml",
+        "prometheus/remote_write.yml",
+    ] {
+        let path = repo_path(file).display().to_string();
+        assert_promtool_succeeds(&["check", "config", &path]);
     }
 }

@@ -4,9 +4,13 @@
 //! and exit with a status that scripts can test.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::shard::{Shard, ShardError};
 
 pub mod check;
 pub mod classify;
@@ -52,6 +56,19 @@ pub struct RunArgs {
     /// (tls_server_config, basic_auth, bearer_token_file); read once at start-up.
     #[arg(long = "web.config-file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// Probe only shard I of N (from 0), such as 1/3; replaces `global.shard` in the config.
+    #[arg(long, value_name = "I/N", global = true)]
+    pub shard: Option<String>,
+}
+
+/// An invalid `--shard` value.
+#[derive(Debug, Error)]
+#[error("--shard {text}: {error}")]
+pub struct ShardFlagError {
+    /// The value as given.
+    pub text: String,
+    /// What is wrong with it.
+    pub error: ShardError,
 }
 
 /// The one-shot commands.
@@ -106,6 +123,33 @@ impl RunArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
+
+    /// Returns the shard given with `--shard`, or `None` when the flag is absent.
+    ///
+    /// # Errors
+    /// [`ShardFlagError`] when the value is not a valid `I/N`.
+    pub fn shard(&self) -> Result<Option<Shard>, ShardFlagError> {
+        let Some(text) = &self.shard else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|error| ShardFlagError {
+            text: text.clone(),
+            error,
+        })
+    }
+}
+
+/// Loads the config at `path` and, when `shard` is given (from `--shard`), puts it in place
+/// of `global.shard`.
+///
+/// # Errors
+/// As [`config::load`].
+pub fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors> {
+    let mut config = config::load(path)?;
+    if let Some(shard) = shard {
+        config.global.shard = shard;
+    }
+    Ok(config)
 }
 
 /// Log format on stderr.

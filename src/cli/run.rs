@@ -10,11 +10,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
-use crate::config::{self, ConfigErrors};
+use crate::cli::{self, RunArgs, ShardFlagError};
+use crate::config::ConfigErrors;
 use crate::metrics::Metrics;
 use crate::schedule::{Engine, ScheduleError};
 use crate::server::{AppState, ReloadRequest, Server, ServerError};
+use crate::shard::Shard;
 use crate::status::StatusStore;
 use crate::web_config::{self, WebConfig, WebConfigError};
 
@@ -36,6 +37,9 @@ pub enum RunError {
     /// The web config is invalid.
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    /// The `--shard` value is invalid.
+    #[error(transparent)]
+    Shard(#[from] ShardFlagError),
     /// A signal handler could not be installed.
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
@@ -47,11 +51,12 @@ pub enum RunError {
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     let path = args.config_path();
+    let shard = args.shard()?;
     let web = match &args.web_config_file {
         Some(web_path) => web_config::load(web_path)?,
         None => WebConfig::default(),
     };
-    let config = config::load(&path).map_err(|errors| RunError::Config {
+    let config = cli::load_config(&path, shard).map_err(|errors| RunError::Config {
         path: path.clone(),
         errors,
     })?;
@@ -70,6 +75,7 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),
         pairs = engine.pair_count(),
+        shard = %config.global.shard,
         listen = %args.listen,
         "routewatch started",
     );
@@ -88,7 +94,8 @@ pub async fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let server_task = tokio::spawn(server.serve(state, server_stop.clone()));
 
-    let signal_name = wait_for_stop(signals, &path, &engine, &metrics, reload_requests).await;
+    let signal_name =
+        wait_for_stop(signals, &path, shard, &engine, &metrics, reload_requests).await;
     tracing::info!(signal = signal_name, "routewatch stopping");
 
     engine.shutdown().await;
@@ -125,6 +132,7 @@ impl Signals {
 async fn wait_for_stop(
     mut signals: Signals,
     path: &Path,
+    shard: Option<Shard>,
     engine: &Engine,
     metrics: &Metrics,
     mut reload_requests: mpsc::Receiver<ReloadRequest>,
@@ -134,11 +142,11 @@ async fn wait_for_stop(
             _ = signals.terminate.recv() => return "SIGTERM",
             _ = signals.interrupt.recv() => return "SIGINT",
             _ = signals.hangup.recv() => {
-                let _ = reload(path, engine, metrics).await;
+                let _ = reload(path, shard, engine, metrics).await;
             }
             Some(reply) = reload_requests.recv() => {
                 // The requester may have gone away; the reload happened either way.
-                let _ = reply.send(reload(path, engine, metrics).await);
+                let _ = reply.send(reload(path, shard, engine, metrics).await);
             }
         }
     }
@@ -153,8 +161,13 @@ fn install(kind: SignalKind, name: &'static str) -> Result<Signal, RunError> {
 
 /// Loads the config again and applies it; a bad config is rejected and the old one keeps
 /// running.
-async fn reload(path: &Path, engine: &Engine, metrics: &Metrics) -> Result<String, String> {
-    let config = match config::load(path) {
+async fn reload(
+    path: &Path,
+    shard: Option<Shard>,
+    engine: &Engine,
+    metrics: &Metrics,
+) -> Result<String, String> {
+    let config = match cli::load_config(path, shard) {
         Ok(config) => config,
         Err(errors) => {
             metrics.record_config_load(false, SystemTime::now());

@@ -24,6 +24,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::classify::{Expectation, Rule};
+use crate::shard::Shard;
 
 pub use error::{ConfigError, ConfigErrors};
 
@@ -73,6 +74,8 @@ pub struct Global {
     pub history_size: usize,
     /// A pair whose class changed more than this many times within its history is flapping.
     pub flap_threshold: usize,
+    /// The pairs this instance probes; `--shard` replaces it.
+    pub shard: Shard,
 }
 
 /// A network route (`routes[]`).

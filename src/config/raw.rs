@@ -37,6 +37,7 @@ pub(super) struct RawGlobal {
     pub concurrency: Option<usize>,
     pub history_size: Option<usize>,
     pub flap_threshold: Option<usize>,
+    pub shard: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

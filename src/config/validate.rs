@@ -25,6 +25,7 @@ use super::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_SCHEDULE_PERIOD, DEFAULT_TIMEOUT, DEFAULT_TRACE_PERIOD, Global,
     Route, Schedule,
 };
+use crate::shard::Shard;
 
 /// The name of the route used when the file lists none.
 pub(super) const IMPLICIT_ROUTE: &str = "direct";
@@ -307,10 +308,21 @@ impl<'a> Validator<'a> {
             Some(value) => value,
             None => default,
         };
+        let concurrency = positive("concurrency", raw.concurrency, DEFAULT_CONCURRENCY);
+        let history_size = positive("history_size", raw.history_size, DEFAULT_HISTORY_SIZE);
+        let flap_threshold = positive("flap_threshold", raw.flap_threshold, DEFAULT_FLAP_THRESHOLD);
+        let shard = raw.shard.and_then(|text| {
+            let shard = text
+                .0
+                .parse::<Shard>()
+                .map_err(|error| format!("invalid shard {:?}: {error}", text.0));
+            self.check("global.shard", shard)
+        });
         Global {
-            concurrency: positive("concurrency", raw.concurrency, DEFAULT_CONCURRENCY),
-            history_size: positive("history_size", raw.history_size, DEFAULT_HISTORY_SIZE),
-            flap_threshold: positive("flap_threshold", raw.flap_threshold, DEFAULT_FLAP_THRESHOLD),
+            concurrency,
+            history_size,
+            flap_threshold,
+            shard: shard.unwrap_or_default(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod hostile;
 pub mod metrics;
 pub mod net;
 pub mod process;
+pub mod prom_server;
 pub mod prometheus;
 pub mod proxy;
 pub mod service;
