@@ -41,7 +41,7 @@ pub enum ScheduleError {
     #[error(transparent)]
     Route(#[from] RouteError),
     /// The cron scheduler refused a job.
-    #[error("monitor {monitor}: cannot schedule {schedule}: {source}")]
+    #[error("cannot schedule {schedule} (monitors {monitor}): {source}")]
     Job {
         monitor: String,
         schedule: String,
@@ -69,6 +69,8 @@ pub struct Pair {
 /// The pairs, rules and limits that tick handlers read, replaced whole on reload.
 struct Plan {
     monitors: HashMap<String, Vec<Arc<Pair>>>,
+    /// The same pairs grouped by schedule: one cron job per distinct schedule starts them.
+    by_schedule: HashMap<Schedule, Vec<Arc<Pair>>>,
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
     semaphore: Arc<Semaphore>,
@@ -79,6 +81,7 @@ impl Plan {
     fn empty() -> Plan {
         Plan {
             monitors: HashMap::new(),
+            by_schedule: HashMap::new(),
             redactor: Arc::new(Redactor::default()),
             rules: Arc::new(Vec::new()),
             semaphore: Arc::new(Semaphore::new(1)),
@@ -104,7 +107,7 @@ pub struct Engine {
     status: Arc<StatusStore>,
     plan: RwLock<Arc<Plan>>,
     scheduler: JobScheduler,
-    jobs: Mutex<HashMap<String, (Uuid, Schedule)>>,
+    jobs: Mutex<HashMap<Schedule, Uuid>>,
     shutdown: CancellationToken,
     running: AtomicBool,
     weak_self: Weak<Engine>,
@@ -203,67 +206,63 @@ impl Engine {
         }
     }
 
-    /// Adds, replaces or removes cron jobs so that each monitor has one job with its schedule.
+    /// Adds or removes cron jobs so that each distinct schedule has one job. Grouping by
+    /// schedule keeps the job count small (tokio-cron-scheduler 0.15 drops ticks when
+    /// thousands of jobs fire together), and a schedule that a reload keeps keeps its phase.
     async fn sync_jobs(&self, config: &Config) -> Result<(), ScheduleError> {
         let mut jobs = self.jobs.lock().await;
-        let wanted: HashMap<&str, &Schedule> = config
-            .monitors
-            .iter()
-            .map(|monitor| (monitor.name.as_str(), &monitor.schedule))
-            .collect();
+        let mut wanted: HashMap<&Schedule, Vec<&str>> = HashMap::new();
+        for monitor in &config.monitors {
+            wanted
+                .entry(&monitor.schedule)
+                .or_default()
+                .push(&monitor.name);
+        }
 
-        let stale: Vec<String> = jobs
-            .iter()
-            .filter(|(name, (_, schedule))| wanted.get(name.as_str()) != Some(&schedule))
-            .map(|(name, _)| name.clone())
+        let stale: Vec<Schedule> = jobs
+            .keys()
+            .filter(|schedule| !wanted.contains_key(schedule))
+            .cloned()
             .collect();
-        for name in stale {
-            if let Some((id, _)) = jobs.remove(&name) {
+        for schedule in stale {
+            if let Some(id) = jobs.remove(&schedule) {
                 // Removing a job that the scheduler already dropped fails, and that loses nothing.
                 let _ = self.scheduler.remove(&id).await;
             }
         }
 
-        for (name, schedule) in wanted {
-            if jobs.contains_key(name) {
+        for (schedule, monitors) in wanted {
+            if jobs.contains_key(schedule) {
                 continue;
             }
-            let job = self.make_job(name, schedule)?;
-            let id = self
-                .scheduler
-                .add(job)
-                .await
-                .map_err(|source| ScheduleError::Job {
-                    monitor: name.to_owned(),
-                    schedule: describe_schedule(schedule),
-                    source,
-                })?;
-            jobs.insert(name.to_owned(), (id, schedule.clone()));
+            let job_error = |source| ScheduleError::Job {
+                monitor: monitors.join(", "),
+                schedule: describe_schedule(schedule),
+                source,
+            };
+            let job = self.make_job(schedule).map_err(job_error)?;
+            let id = self.scheduler.add(job).await.map_err(job_error)?;
+            jobs.insert(schedule.clone(), id);
         }
         Ok(())
     }
 
-    fn make_job(&self, monitor: &str, schedule: &Schedule) -> Result<Job, ScheduleError> {
+    fn make_job(&self, schedule: &Schedule) -> Result<Job, JobSchedulerError> {
         let weak = self.weak_self.clone();
-        let name = monitor.to_owned();
+        let key = schedule.clone();
         let run = move |_id: Uuid, _scheduler: JobScheduler| {
             let weak = weak.clone();
-            let name = name.clone();
+            let key = key.clone();
             Box::pin(async move {
                 if let Some(engine) = weak.upgrade() {
-                    engine.tick(&name, Instant::now());
+                    engine.tick(&key, Instant::now());
                 }
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
         };
-        let job = match schedule {
+        match schedule {
             Schedule::Every(period) => Job::new_repeated_async(*period, run),
             Schedule::Cron(expression) => Job::new_async(expression.as_str(), run),
-        };
-        job.map_err(|source| ScheduleError::Job {
-            monitor: monitor.to_owned(),
-            schedule: describe_schedule(schedule),
-            source,
-        })
+        }
     }
 
     /// Starts the first probe of each new pair on a fixed-period schedule after its offset,
@@ -300,13 +299,13 @@ impl Engine {
         });
     }
 
-    /// Runs every pair of a monitor, skipping those still running.
-    fn tick(&self, monitor: &str, at: Instant) {
+    /// Starts every pair on this schedule after its offset, skipping those still running.
+    fn tick(&self, schedule: &Schedule, at: Instant) {
         if self.shutdown.is_cancelled() {
             return;
         }
         let plan = self.current_plan();
-        let Some(pairs) = plan.monitors.get(monitor) else {
+        let Some(pairs) = plan.by_schedule.get(schedule) else {
             return;
         };
         for pair in pairs {
@@ -536,6 +535,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         .sum();
     let mut index = 0;
     let mut monitors = HashMap::new();
+    let mut by_schedule: HashMap<Schedule, Vec<Arc<Pair>>> = HashMap::new();
     for monitor in &config.monitors {
         let monitor_arc = Arc::new(monitor.clone());
         let mut pairs = Vec::with_capacity(monitor.routes.len());
@@ -549,6 +549,10 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
             pairs.push(reuse_or_new_pair(old, &monitor_arc, client, config, offset));
             index += 1;
         }
+        by_schedule
+            .entry(monitor.schedule.clone())
+            .or_insert_with(Vec::new)
+            .extend(pairs.iter().cloned());
         monitors.insert(monitor.name.clone(), pairs);
     }
 
@@ -560,6 +564,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
     };
     Ok(Plan {
         monitors,
+        by_schedule,
         redactor: Arc::new(Redactor::new(config.secrets())),
         rules: Arc::new(config.rules.clone()),
         semaphore,

@@ -56,8 +56,10 @@ const DASHBOARD_QUERY_COUNT: usize = 17;
 
 /// Grafana variables in dashboard queries, with the value each gets before Prometheus
 /// evaluates the query. The braced forms come first, so `${monitor}` is not left as `${.*}`.
-const GRAFANA_SUBSTITUTIONS: [(&str, &str); 8] = [
+const GRAFANA_SUBSTITUTIONS: [(&str, &str); 10] = [
     ("${datasource}", ""),
+    ("${vantage}", ".*"),
+    ("$vantage", ".*"),
     ("${monitor}", ".*"),
     ("${route}", ".*"),
     ("$monitor", ".*"),
@@ -473,6 +475,9 @@ fn dashboard_variables_list_monitors_and_routes() {
                     "via-socks".to_owned()
                 ]
             ),
+            // The test scrapes without a vantage label, so the variable lists nothing and its
+            // "All" value `.*` matches the unlabelled series.
+            ("vantage".to_owned(), Vec::new()),
         ])
     );
 }

@@ -74,6 +74,7 @@ fn probed_pairs(stdout: &str) -> BTreeSet<String> {
     stdout
         .lines()
         .filter_map(|line| line.strip_prefix("== "))
+        .filter(|line| *line != "diagnosis")
         .map(|line| line.split(" (").next().unwrap().to_owned())
         .collect()
 }

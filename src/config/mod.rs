@@ -98,7 +98,7 @@ pub struct Route {
 }
 
 /// When a monitor runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Schedule {
     /// A fixed period (`every 30s`).
     Every(Duration),
