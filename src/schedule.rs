@@ -551,7 +551,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         }
         by_schedule
             .entry(monitor.schedule.clone())
-            .or_insert_with(Vec::new)
+            .or_default()
             .extend(pairs.iter().cloned());
         monitors.insert(monitor.name.clone(), pairs);
     }
