@@ -17,8 +17,11 @@ use crate::classify::{Class, Verdict};
 /// the longest sensible timeout.
 const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// Bucket bounds of the schedule lag histogram, in seconds.
-const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Bucket bounds of the schedule lag histogram, in seconds. Bounds at 25, 75 and 100 ms let a
+/// p99 target of 100 ms be checked without interpolating across a 50 ms wide bucket.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 /// The registry and every metric family of the service.
 #[derive(Clone)]
@@ -365,6 +368,16 @@ mod tests {
         metrics.register_pair("groq", "hk", Duration::from_secs(60));
         metrics.remove_pair("groq", "hk");
         assert!(!metrics.render().contains("monitor=\"groq\""));
+    }
+
+    #[test]
+    fn schedule_lag_buckets_split_below_100ms() {
+        let metrics = Metrics::new();
+        metrics.record_schedule_lag(Duration::from_millis(80));
+        let text = metrics.render();
+        assert!(text.contains("routewatch_schedule_lag_seconds_bucket{le=\"0.075\"} 0\n"));
+        assert!(text.contains("routewatch_schedule_lag_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("routewatch_schedule_lag_seconds_bucket{le=\"0.025\"} 0\n"));
     }
 
     #[test]
