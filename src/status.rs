@@ -230,6 +230,12 @@ impl StatusStore {
             .unwrap_or_else(|poison| poison.into_inner());
         let state = pairs.get_mut(key)?;
         let previous = state.history.back().map(|last| last.verdict.class);
+        // Only the latest record's evidence and body snippet are shown, so older records drop
+        // them: with 100 records per pair they would otherwise be most of the memory.
+        if let Some(last) = state.history.back_mut() {
+            last.verdict.evidence = String::new();
+            last.body_snippet = String::new();
+        }
         if state.history.len() == self.history_size {
             state.history.pop_front();
         }
