@@ -113,8 +113,8 @@ pub struct Engine {
     jobs: Mutex<HashMap<Schedule, Uuid>>,
     shutdown: CancellationToken,
     running: AtomicBool,
-    /// Set when a class changed; the diagnosis gauge is recomputed at most once per
-    /// [`DIAGNOSIS_REFRESH`], because a recomputation walks every pair.
+    /// Set when a class changed. The diagnosis gauge is then recomputed on the next
+    /// [`DIAGNOSIS_REFRESH`] tick, because a recomputation walks every pair.
     diagnoses_stale: AtomicBool,
     weak_self: Weak<Engine>,
     egress: EgressTracker,
@@ -411,7 +411,7 @@ impl Engine {
         };
         let previous = self.status.record(&pair.key, record);
         // A diagnosis depends only on the latest class of each pair, so it can change only when
-        // a class does; recomputing it for every probe would cost time in the number of pairs.
+        // a class does. Recomputing it for every probe would cost time in the number of pairs.
         if previous != Some(verdict.class) {
             self.diagnoses_stale.store(true, Ordering::SeqCst);
         }
@@ -625,13 +625,13 @@ fn reuse_or_new_pair(
     }
 }
 
-/// Longest spread of a cron tick: cron users pick exact times, so pairs start close to them.
+/// Maximum spread of a cron tick. Cron users pick exact times, so pairs start close to them.
 const MAX_CRON_SPREAD: Duration = Duration::from_secs(10);
 
 /// Number of start times a tick's pairs are spread over. Every distinct start time wakes the
-/// runtime once: starting 100 pairs one by one each second cost 0.95 ms of CPU per probe, and
-/// in 10 groups 0.52 ms (2-core machine, bench/run's nginx, a 20 s window), while 10 groups
-/// still keep each burst to a tenth of the pairs.
+/// runtime once. Starting 100 pairs one by one each second cost 0.95 ms of CPU per probe, and
+/// starting them in 10 groups cost 0.52 ms (2-core machine, bench/run's nginx, 20 s window).
+/// Ten groups still keep each burst to a tenth of the pairs.
 const SPREAD_SLOTS: usize = 10;
 
 /// Returns the offset of pair `index` of `count`: the start of one of [`SPREAD_SLOTS`] even
