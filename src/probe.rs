@@ -70,7 +70,7 @@ pub async fn run_with_timeout(
         tracing::debug!(monitor = %monitor.name, route = %route.name, "probe timed out");
         if let Some(status) = body.status {
             // Headers arrived but the body did not finish: a body that drips or stalls is no
-            // complete answer, whatever its status line promised.
+            // complete response, whatever its status line promised.
             report.observation = Observation::Transport(TransportError {
                 kind: TransportKind::Timeout,
                 detail: format!(
@@ -223,8 +223,8 @@ fn describe_error(
 }
 
 /// Returns one line for an operator: what failed, then the innermost causes. reqwest's outer
-/// wrappers ("error sending request for url (...)", "client error (Connect)") say nothing that
-/// the class does not already say, so they are left out.
+/// wrappers ("error sending request for url (...)", "client error (Connect)") add nothing
+/// that the class does not already state, so they are left out.
 fn summarize_chain(error: &reqwest::Error, kind: TransportKind) -> String {
     let stage = match kind {
         TransportKind::Timeout => "timed out",

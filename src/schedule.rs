@@ -8,7 +8,7 @@
 //! Each probe runs in its own task, so a panic inside it is caught, logged and counted while
 //! the pair keeps its schedule.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
@@ -180,14 +180,14 @@ impl Engine {
 
     /// Registers added pairs and removes dropped ones from metrics and status.
     fn swap_pairs(&self, old_plan: &Plan, new_plan: &Plan, config: &Config) -> ReloadSummary {
-        let old_keys: HashMap<PairKey, ()> = plan_keys(old_plan);
-        let new_keys: HashMap<PairKey, ()> = plan_keys(new_plan);
+        let old_keys: HashSet<PairKey> = plan_keys(old_plan);
+        let new_keys: HashSet<PairKey> = plan_keys(new_plan);
 
         for pair in new_plan.monitors.values().flatten() {
             let interval = schedule_period(&pair.monitor.schedule);
             // A kept pair keeps its last result: zeroing it would flip probe_success to 0
             // on every reload and fire alerts until the next probe.
-            if old_keys.contains_key(&pair.key) {
+            if old_keys.contains(&pair.key) {
                 self.metrics
                     .set_interval(&pair.key.0, &pair.key.1, interval);
             } else {
@@ -207,8 +207,8 @@ impl Engine {
         ReloadSummary {
             pairs: new_keys.len(),
             added: new_keys
-                .keys()
-                .filter(|key| !old_keys.contains_key(*key))
+                .iter()
+                .filter(|key| !old_keys.contains(*key))
                 .count(),
             removed: removed.len(),
         }
@@ -666,11 +666,11 @@ fn max_timeout(config: &Config) -> Duration {
         .unwrap_or(crate::config::DEFAULT_TIMEOUT)
 }
 
-fn plan_keys(plan: &Plan) -> HashMap<PairKey, ()> {
+fn plan_keys(plan: &Plan) -> HashSet<PairKey> {
     plan.monitors
         .values()
         .flatten()
-        .map(|pair| (pair.key.clone(), ()))
+        .map(|pair| pair.key.clone())
         .collect()
 }
 

@@ -53,7 +53,7 @@ pub enum ShardError {
     },
 }
 
-/// Which part of the pairs this instance probes: index `I` of `N` shards.
+/// The part of the pairs this instance probes: index `I` of `N` shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shard {
     index: u64,

@@ -8,7 +8,7 @@
 //! changes and whether the pair is flapping), shows the egress its route was last seen
 //! leaving from, and the document lists one diagnosis per monitor.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -206,14 +206,14 @@ impl StatusStore {
     }
 
     /// Drops every pair not in `keep`, returning the dropped keys.
-    pub fn retain_pairs(&self, keep: &HashMap<PairKey, ()>) -> Vec<PairKey> {
+    pub fn retain_pairs(&self, keep: &HashSet<PairKey>) -> Vec<PairKey> {
         let mut pairs = self
             .pairs
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
         let dropped: Vec<PairKey> = pairs
             .keys()
-            .filter(|key| !keep.contains_key(*key))
+            .filter(|key| !keep.contains(*key))
             .cloned()
             .collect();
         for key in &dropped {

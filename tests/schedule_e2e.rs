@@ -41,7 +41,7 @@ fn running_pair_skips_ticks() {
 
     std::thread::sleep(Duration::from_millis(4500));
 
-    // One probe holds the only connection; the ticks after it are skipped, not stacked.
+    // One probe keeps the only connection open, so the ticks after it are skipped, not stacked.
     assert_eq!(silent.accepted(), 1);
     let (_, metrics) = service.get("/metrics");
     let skipped = metric_value(

@@ -11,19 +11,19 @@ use std::fmt;
 /// labels, JSON and log fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
-    /// The endpoint answered as expected.
+    /// The endpoint responded as expected.
     Ok,
     /// The credential or account is refused.
     Auth,
     /// The provider refuses the caller's country, region or exit IP.
     GeoBlock,
-    /// A WAF, CDN, captive portal or interception page answered instead of the API.
+    /// A WAF, CDN, captive portal or interception page responded instead of the API.
     WafHtml,
     /// The provider throttles this caller.
     RateLimited,
     /// The provider or its CDN failed.
     ServerError,
-    /// An answer that no rule explains and that fails the expectation.
+    /// A response that no rule explains and that fails the expectation.
     Unexpected,
     /// No complete answer within the monitor's timeout.
     Timeout,
@@ -84,7 +84,7 @@ impl fmt::Display for Class {
     }
 }
 
-/// What one probe saw: either an HTTP response or a transport failure.
+/// The outcome of one probe: an HTTP response or a transport failure.
 #[derive(Debug, Clone)]
 pub enum Observation {
     /// A status line and headers arrived (the body may be cut at the cap).
@@ -137,13 +137,13 @@ pub enum TransportKind {
 /// A transport failure with a one-line description (secrets already removed).
 #[derive(Debug, Clone)]
 pub struct TransportError {
-    /// Which stage failed.
+    /// The stage that failed.
     pub kind: TransportKind,
     /// The error and its source chain, joined with ": ".
     pub detail: String,
 }
 
-/// What a healthy answer looks like for one monitor.
+/// The shape of a healthy response for one monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
     /// Accepted status codes; empty means any 2xx.

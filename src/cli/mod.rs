@@ -23,7 +23,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "monitors.yaml";
 
-/// routewatch probes API endpoints through every network route and tells auth, geo-block,
+/// routewatch probes API endpoints through every network route and separates auth, geo-block,
 /// WAF page, proxy and network failures apart.
 #[derive(Debug, Parser)]
 #[command(name = "routewatch", version, about, long_about = None)]
@@ -67,7 +67,7 @@ pub struct RunArgs {
 pub struct ShardFlagError {
     /// The value as given.
     pub text: String,
-    /// What is wrong with it.
+    /// The problem with the value.
     pub error: ShardError,
 }
 

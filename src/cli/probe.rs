@@ -257,7 +257,7 @@ fn selected(wanted: &[String], name: &str) -> bool {
     wanted.is_empty() || wanted.iter().any(|wanted| wanted == name)
 }
 
-/// Resolves the endpoint's name as this route would, or says why the proxy resolves it.
+/// Resolves the endpoint's name as this route would, or notes that the proxy resolves it.
 async fn resolve_host(pair: &Pair) -> String {
     let url = &pair.monitor.url;
     let Some(host) = url.host_str() else {

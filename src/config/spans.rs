@@ -43,7 +43,7 @@ pub(super) struct Spans {
     keys: HashMap<String, Position>,
     /// Key paths and positions of YAML merge keys (a plain `<<` key).
     pub merge_keys: Vec<(String, Position)>,
-    /// Where each document starts; more than one means a multi-document file.
+    /// The start of each document. More than one means a multi-document file.
     pub document_starts: Vec<Position>,
 }
 
