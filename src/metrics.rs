@@ -62,9 +62,8 @@ pub struct Metrics {
 
 /// The series of every pair, by monitor and then route, so iteration follows label order.
 ///
-/// A monitor's routes sit in a short sorted `Vec`: most monitors have one to a few routes, and
-/// an inner `BTreeMap` would allocate a node for eleven entries per monitor (about 3.4 KiB at
-/// 10,000 monitors of one route each, a third of the process's memory).
+/// A monitor's routes are a short sorted `Vec`, because most monitors have one to a few routes.
+/// An inner `BTreeMap` allocates a node of eleven entries per monitor, about 3.4 KiB each.
 #[derive(Default)]
 struct PairSeries {
     monitors: RwLock<PairMap>,
@@ -834,7 +833,7 @@ mod tests {
     }
 
     #[test]
-    fn diagnosis_family_matches_the_registry_encoding() {
+    fn diagnosis_family_matches_registry() {
         let diagnoses = [
             ("openai", DiagnosisKind::GeoPartial),
             ("groq", DiagnosisKind::Healthy),
@@ -875,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn set_diagnoses_replaces_the_previous_set() {
+    fn set_diagnoses_replaces_previous() {
         let metrics = Metrics::new();
         let diagnosis = |monitor: &str, kind| Diagnosis {
             monitor: monitor.to_owned(),
@@ -894,7 +893,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_of_a_monitor_render_in_name_order() {
+    fn routes_render_in_name_order() {
         let metrics = Metrics::new();
         for route in ["zeta", "alpha", "mid"] {
             metrics.register_pair("m", route, Duration::from_secs(1));
