@@ -1,19 +1,24 @@
 //! Schedule: when each (monitor, route) pair runs, and the path from tick to recorded verdict.
 //!
-//! tokio-cron-scheduler fires one job per monitor; at each tick every pair of that monitor
-//! runs. A pair never runs twice at once: a tick that finds it still running is skipped and
-//! counted. A global semaphore bounds the probes in flight. At start-up, and for pairs that a
+//! tokio-cron-scheduler fires one job per distinct schedule. At each tick one dispatch task
+//! walks that schedule's pairs in offset order and starts each at its offset, in small groups
+//! spread over the period. A pair never runs twice at once: a tick that finds it still running
+//! is skipped and counted. A global semaphore bounds the probes in flight. The dispatch task
+//! waits for a free slot before it starts the next probe, so the live tasks are the probes in
+//! flight plus one per tick in progress. At start-up, and for pairs that a
 //! reload adds, the first probes are spread over the first period instead of firing at once.
 //!
-//! Each probe runs in its own task, so a panic inside it is caught, logged and counted while
+//! Each probe runs in its own task, and a panic inside it is caught, logged and counted while
 //! the pair keeps its schedule.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use thiserror::Error;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
@@ -62,8 +67,8 @@ pub struct Pair {
     pub key: PairKey,
     /// The monitor definition.
     pub monitor: Arc<Monitor>,
-    /// The route's client.
-    pub route: RouteClient,
+    /// The route's client, shared by every pair on the route.
+    pub route: Arc<RouteClient>,
     /// Delay after each tick before this pair starts, so that pairs do not all fire at once.
     pub offset: Duration,
     running: AtomicBool,
@@ -72,8 +77,9 @@ pub struct Pair {
 /// The pairs, rules and limits that tick handlers read, replaced whole on reload.
 struct Plan {
     monitors: HashMap<String, Vec<Arc<Pair>>>,
-    /// The same pairs grouped by schedule: one cron job per distinct schedule starts them.
-    by_schedule: HashMap<Schedule, Vec<Arc<Pair>>>,
+    /// The same pairs grouped by schedule and sorted by offset: one cron job per distinct
+    /// schedule starts them.
+    by_schedule: HashMap<Schedule, Arc<[Arc<Pair>]>>,
     redactor: Arc<Redactor>,
     rules: Arc<Vec<Rule>>,
     semaphore: Arc<Semaphore>,
@@ -278,98 +284,110 @@ impl Engine {
     /// because an extra probe would fall outside the times the operator chose.
     fn spread_first_probes(&self, old_plan: &Plan) {
         let plan = self.current_plan();
-        for pair in plan.monitors.values().flatten() {
-            let fixed_period = matches!(pair.monitor.schedule, Schedule::Every(_));
-            if fixed_period && !plan_contains(old_plan, &pair.key) {
-                self.start_pair_after(pair, pair.offset, Instant::now() + pair.offset);
-            }
-        }
+        let mut added: Vec<Arc<Pair>> = plan
+            .monitors
+            .values()
+            .flatten()
+            .filter(|pair| matches!(pair.monitor.schedule, Schedule::Every(_)))
+            .filter(|pair| !plan_contains(old_plan, &pair.key))
+            .cloned()
+            .collect();
+        added.sort_by_key(|pair| pair.offset);
+        self.dispatch(added.into(), Instant::now());
     }
 
-    /// Starts a pair after `delay` unless the engine stops first.
-    fn start_pair_after(&self, pair: &Arc<Pair>, delay: Duration, tick: Instant) {
-        if delay.is_zero() {
-            self.start_pair(pair, tick);
-            return;
-        }
-        let weak = self.weak_self.clone();
-        let shutdown = self.shutdown.clone();
-        let pair = Arc::clone(pair);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {
-                    if let Some(engine) = weak.upgrade() {
-                        engine.start_pair(&pair, tick);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Starts every pair on this schedule after its offset, skipping those still running.
+    /// Starts every pair on this schedule at its offset after `at`.
     fn tick(&self, schedule: &Schedule, at: Instant) {
         if self.shutdown.is_cancelled() {
             return;
         }
         let plan = self.current_plan();
-        let Some(pairs) = plan.by_schedule.get(schedule) else {
-            return;
-        };
-        for pair in pairs {
-            self.start_pair_after(pair, pair.offset, at + pair.offset);
+        if let Some(pairs) = plan.by_schedule.get(schedule) {
+            self.dispatch(Arc::clone(pairs), at);
         }
     }
 
-    fn start_pair(&self, pair: &Arc<Pair>, tick: Instant) {
+    /// Spawns one task that starts `pairs` (sorted by offset) in turn, each at `base` plus its
+    /// offset. The task waits for a free probe slot before each start, so a tick adds one
+    /// waiting task, whatever the pair count.
+    fn dispatch(&self, pairs: Arc<[Arc<Pair>]>, base: Instant) {
+        if pairs.is_empty() {
+            return;
+        }
+        let Some(engine) = self.weak_self.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let plan = engine.current_plan();
+            for pair in pairs.iter() {
+                let due = base + pair.offset;
+                if due > Instant::now() {
+                    tokio::select! {
+                        _ = engine.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                // A reload during the walk may have removed or replaced the pair.
+                let reloaded = !Arc::ptr_eq(&plan, &engine.current_plan());
+                if reloaded && !engine.is_current(pair) {
+                    continue;
+                }
+                if !engine.start_pair(pair, due).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Counts the tick, then starts the pair's probe unless the previous one is still running.
+    /// Waits for a free probe slot first. Returns false once the engine is shutting down.
+    async fn start_pair(&self, pair: &Arc<Pair>, due: Instant) -> bool {
         self.metrics.record_tick(&pair.key.0, &pair.key.1);
         if pair.running.swap(true, Ordering::SeqCst) {
             self.metrics.record_skipped_tick(&pair.key.0, &pair.key.1);
             self.status.record_skipped_tick(&pair.key);
             tracing::debug!(monitor = %pair.key.0, route = %pair.key.1, "tick skipped: previous probe still running");
-            return;
+            return true;
         }
-        let Some(engine) = self.weak_self.upgrade() else {
-            pair.running.store(false, Ordering::SeqCst);
-            return;
+        let plan = self.current_plan();
+        let permit = tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            permit = Arc::clone(&plan.semaphore).acquire_owned() => permit.ok(),
         };
+        let (Some(permit), Some(engine)) = (permit, self.weak_self.upgrade()) else {
+            pair.running.store(false, Ordering::SeqCst);
+            return false;
+        };
+        self.metrics.record_schedule_lag(due.elapsed());
+
         let pair = Arc::clone(pair);
         tokio::spawn(async move {
             let _running = RunningGuard(&pair.running);
-            engine.run_pair(&pair, tick).await;
+            let _permit = permit;
+            engine.run_pair(&pair, &plan).await;
         });
+        true
     }
 
-    async fn run_pair(&self, pair: &Arc<Pair>, tick: Instant) {
-        let plan = self.current_plan();
-        let permit = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            permit = Arc::clone(&plan.semaphore).acquire_owned() => permit,
-        };
-        let Ok(_permit) = permit else { return };
-        self.metrics.record_schedule_lag(tick.elapsed());
-
-        let task = tokio::spawn(run_once(
+    /// Runs one probe and records it. A panic inside the probe is caught, logged and counted,
+    /// and the pair keeps its schedule. Shutdown cancels the probe.
+    async fn run_pair(&self, pair: &Arc<Pair>, plan: &Plan) {
+        let probe = run_once(
             Arc::clone(pair),
             Arc::clone(&plan.redactor),
             Arc::clone(&plan.rules),
-        ));
-        let abort = task.abort_handle();
+        );
         let outcome = tokio::select! {
-            _ = self.shutdown.cancelled() => {
-                abort.abort();
-                return;
-            }
-            outcome = task => outcome,
+            _ = self.shutdown.cancelled() => return,
+            outcome = AssertUnwindSafe(probe).catch_unwind() => outcome,
         };
 
         match outcome {
             Ok((report, verdict)) => self.record(pair, &report, verdict, &plan.redactor),
-            Err(error) if error.is_panic() => {
+            Err(_panic) => {
                 self.metrics.record_panic(&pair.key.0, &pair.key.1);
                 tracing::error!(monitor = %pair.key.0, route = %pair.key.1, "probe panicked; the pair keeps its schedule");
             }
-            Err(_) => {}
         }
     }
 
@@ -547,9 +565,10 @@ pub fn build_pairs(config: &Config) -> Result<Vec<Arc<Pair>>, ScheduleError> {
 /// Builds the pairs of the config's shard (`global.shard`), reusing the pairs of `old` whose
 /// monitor and route are unchanged.
 fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
-    let mut clients: HashMap<&str, RouteClient> = HashMap::new();
+    let mut clients: HashMap<&str, Arc<RouteClient>> = HashMap::new();
     for route in &config.routes {
-        clients.insert(&route.name, route::build(route, max_timeout(config))?);
+        let client = route::build(route, max_timeout(config))?;
+        clients.insert(&route.name, Arc::new(client));
     }
 
     let shard = config.global.shard;
@@ -563,7 +582,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
         .sum();
     let mut index = 0;
     let mut monitors = HashMap::new();
-    let mut by_schedule: HashMap<Schedule, Vec<Arc<Pair>>> = HashMap::new();
+    let mut grouped: HashMap<Schedule, Vec<Arc<Pair>>> = HashMap::new();
     for monitor in &config.monitors {
         let monitor_arc = Arc::new(monitor.clone());
         let mut pairs = Vec::with_capacity(monitor.routes.len());
@@ -577,12 +596,20 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
             pairs.push(reuse_or_new_pair(old, &monitor_arc, client, config, offset));
             index += 1;
         }
-        by_schedule
+        grouped
             .entry(monitor.schedule.clone())
             .or_default()
             .extend(pairs.iter().cloned());
         monitors.insert(monitor.name.clone(), pairs);
     }
+
+    let by_schedule = grouped
+        .into_iter()
+        .map(|(schedule, mut pairs)| {
+            pairs.sort_by_key(|pair| pair.offset);
+            (schedule, pairs.into())
+        })
+        .collect();
 
     let concurrency = config.global.concurrency.max(1);
     let semaphore = if concurrency == old.concurrency {
@@ -603,7 +630,7 @@ fn build_plan(config: &Config, old: &Plan) -> Result<Plan, ScheduleError> {
 fn reuse_or_new_pair(
     old: &Plan,
     monitor: &Arc<Monitor>,
-    client: &RouteClient,
+    client: &Arc<RouteClient>,
     config: &Config,
     offset: Duration,
 ) -> Arc<Pair> {
@@ -618,7 +645,7 @@ fn reuse_or_new_pair(
         None => Arc::new(Pair {
             key,
             monitor: Arc::clone(monitor),
-            route: client.clone(),
+            route: Arc::clone(client),
             offset,
             running: AtomicBool::new(false),
         }),
@@ -628,22 +655,34 @@ fn reuse_or_new_pair(
 /// Maximum spread of a cron tick. Cron users pick exact times, so pairs start close to them.
 const MAX_CRON_SPREAD: Duration = Duration::from_secs(10);
 
-/// Number of start times a tick's pairs are spread over. Every distinct start time wakes the
-/// runtime once. Starting 100 pairs one by one each second cost 0.95 ms of CPU per probe, and
-/// starting them in 10 groups cost 0.52 ms (2-core machine, bench/run's nginx, 20 s window).
-/// Ten groups still keep each burst to a tenth of the pairs.
-const SPREAD_SLOTS: usize = 10;
+/// Pairs that start together. Every distinct start time wakes the runtime once. Starting 100
+/// pairs one by one each second cost 0.95 ms of CPU per probe, and in groups of ten 0.52 ms
+/// (2-core machine, bench/run's nginx, 20 s window).
+const PAIRS_PER_SLOT: usize = 10;
 
-/// Returns the offset of pair `index` of `count`: the start of one of [`SPREAD_SLOTS`] even
-/// slots of the period for fixed-period schedules, and of a tenth of the period (at most
-/// [`MAX_CRON_SPREAD`]) for cron.
+/// Start groups of a period when there are at least this many pairs.
+const MIN_SLOTS: usize = 10;
+
+/// Shortest time between two start groups, so that large pair counts at short periods still
+/// start in groups instead of one by one.
+const MIN_SLOT_SPACING: Duration = Duration::from_millis(10);
+
+/// Returns the offset of pair `index` of `count`. The spread window (the period for
+/// fixed-period schedules, a tenth of it and at most [`MAX_CRON_SPREAD`] for cron) is cut
+/// into even slots, and the pair starts at the beginning of its slot. There are ten slots, or
+/// one per pair when there are fewer pairs, or more slots when a slot would hold more than
+/// [`PAIRS_PER_SLOT`] pairs, but never closer than [`MIN_SLOT_SPACING`]. Small groups keep
+/// the burst behind the concurrency limit short: 10,000 pairs every 60 s start ten at a time,
+/// 60 ms apart.
 fn spread_offset(schedule: &Schedule, index: usize, count: usize) -> Duration {
     let window = match schedule {
         Schedule::Every(period) => *period,
         Schedule::Cron(_) => (schedule_period(schedule) / 10).min(MAX_CRON_SPREAD),
     };
     let count = count.max(1);
-    let slots = count.min(SPREAD_SLOTS);
+    let max_slots = (window.as_nanos() / MIN_SLOT_SPACING.as_nanos()).max(1);
+    let wanted = count.min(MIN_SLOTS).max(count.div_ceil(PAIRS_PER_SLOT));
+    let slots = (wanted as u128).min(max_slots) as usize;
     let slot = index * slots / count;
     window.mul_f64(slot as f64 / slots as f64)
 }
@@ -774,5 +813,61 @@ fn log_verdict(
             evidence = %verdict.evidence,
             "pair state changed",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every(seconds: u64) -> Schedule {
+        Schedule::Every(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn spread_offset_one_slot_per_pair_below_ten() {
+        let offsets: Vec<Duration> = (0..4)
+            .map(|index| spread_offset(&every(4), index, 4))
+            .collect();
+        assert_eq!(offsets, [0, 1, 2, 3].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn spread_offset_groups_of_ten() {
+        let cases = [
+            // (period s, pairs, pair index, expected offset ms)
+            (1, 100, 9, 0),
+            (1, 100, 10, 100),
+            (1, 100, 99, 900),
+            (1, 1_000, 10, 10),
+            (1, 1_000, 999, 990),
+            (60, 10_000, 9, 0),
+            (60, 10_000, 10, 60),
+            (60, 10_000, 9_999, 59_940),
+        ];
+        for (period, count, index, expected) in cases {
+            assert_eq!(
+                spread_offset(&every(period), index, count),
+                Duration::from_millis(expected),
+                "pair {index} of {count} every {period}s"
+            );
+        }
+    }
+
+    #[test]
+    fn spread_offset_slots_at_least_10ms_apart() {
+        // 10,000 pairs every second: 100 slots of 100 pairs, not 1,000 slots 1 ms apart.
+        assert_eq!(spread_offset(&every(1), 99, 10_000), Duration::ZERO);
+        assert_eq!(
+            spread_offset(&every(1), 100, 10_000),
+            Duration::from_millis(10)
+        );
+    }
+
+    #[test]
+    fn spread_offset_cron_uses_tenth_of_period() {
+        let cron = Schedule::Cron("*/30 * * * * *".to_owned());
+        let offsets: Vec<Duration> = (0..4).map(|index| spread_offset(&cron, index, 4)).collect();
+        assert_eq!(offsets, [0, 750, 1_500, 2_250].map(Duration::from_millis));
     }
 }
