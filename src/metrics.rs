@@ -286,6 +286,8 @@ impl Metrics {
                     ),
                     values: Mutex::new(PairValues::default()),
                 };
+                // Most monitors have one route: grow by one, not to Vec's first four slots.
+                routes.reserve_exact(1);
                 routes.insert(index, (route.to_owned(), entry));
                 index
             }
