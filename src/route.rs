@@ -75,8 +75,7 @@ pub fn build(route: &config::Route, connect_timeout: Duration) -> Result<RouteCl
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
-        .connect_timeout(connect_timeout)
-        .tls_info(true);
+        .connect_timeout(connect_timeout);
 
     // Without this, reqwest reads HTTP_PROXY and HTTPS_PROXY from the environment, and a
     // route configured as direct would silently go through a proxy.
