@@ -405,7 +405,7 @@ impl StatusStore {
     ///
     /// # Errors
     ///
-    /// Returns [`Stopped`] as soon as `send` does; the rest of the document is not written.
+    /// Returns [`Stopped`] as soon as `send` does, and writes nothing more.
     pub fn write_json(
         &self,
         filter: &StatusFilter,
