@@ -189,6 +189,8 @@ async fn stream_document(
         }
     });
 
+    // The headers wait for the first chunk, so a render that fails at once gets a 500 rather
+    // than a 200 whose body breaks off.
     let body = match pieces.recv().await {
         Some(Piece::Chunk(first)) => DocumentBody {
             first: Some(first),
