@@ -17,8 +17,10 @@
 //! - [`retry`]: repeated attempts after transport failures, within the monitor's timeout.
 //! - [`web_config`]: TLS and authentication for the listener (`--web.config-file`).
 //! - [`redact`]: removal of secrets from any text that leaves the process.
+//! - [`chunk`]: large documents written in chunks of about 64 KiB.
 //! - [`cli`]: command-line arguments and the one-shot commands.
 
+pub mod chunk;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -5,25 +5,31 @@
 //! zero when a pair is registered, so it exists from the first scrape.
 //!
 //! The per-pair families (about 40 series per pair) are stored in plain structs and written
-//! by [`Metrics::render`] directly, in the text that the prometheus crate's `TextEncoder`
+//! by [`Metrics::write_chunks`] directly, in the text that the prometheus crate's `TextEncoder`
 //! writes: families sorted by name, series sorted by label values, labels sorted by name.
 //! With 10,000 pairs, gathering them through the crate's registry copied every series into
 //! protobuf structs on each scrape. The diagnosis family (seven series per monitor) is kept as
 //! one kind per monitor and written the same way: as prometheus gauges it took 33 MB at
 //! 10,000 monitors. The few global families stay in a prometheus `Registry`.
+//!
+//! The exposition is written in chunks of about 64 KiB (see [`crate::chunk`]), so at 10,000
+//! pairs (about 37 MB of text) no copy of it exists whole in memory.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
+use crate::chunk::{self, ChunkWriter, Stopped};
 use crate::classify::{Class, Verdict};
 use crate::diagnose::{Diagnosis, DiagnosisKind};
 use crate::egress::Egress;
@@ -38,10 +44,6 @@ const DURATION_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 const LAG_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
-
-/// An estimate of the exposition bytes per pair, used to size the output buffer once. With
-/// 6-character monitor names and the route `direct`, a pair takes about 3.2 KiB.
-const TEXT_BYTES_PER_PAIR: usize = 3584;
 
 /// The registry, the per-pair series and every metric family of the service.
 #[derive(Clone)]
@@ -442,18 +444,27 @@ impl Metrics {
             .set(1);
     }
 
-    /// Renders the Prometheus text exposition of every family.
-    ///
-    /// Holds the pair map's read lock while it copies the values, so probes keep recording;
-    /// a reload that adds or removes pairs waits for the copy.
+    /// Renders the Prometheus text exposition of every family into one string (see
+    /// [`Metrics::write_chunks`]).
     pub fn render(&self) -> String {
-        let monitors = self.pairs.read();
-        let snapshot: Vec<(&str, PairValues)> = monitors
-            .values()
-            .flatten()
-            .map(|(_, entry)| (entry.labels.as_str(), *lock(&entry.values)))
-            .collect();
+        chunk::collect_string(|send| self.write_chunks(send))
+    }
 
+    /// Writes the Prometheus text exposition of every family, handing each chunk of about
+    /// [`chunk::CHUNK_BYTES`] to `send`.
+    ///
+    /// The pair map is read-locked for one batch of series at a time and never while `send`
+    /// runs, so probes keep recording and a reload waits for one batch at most. So a probe
+    /// that finishes during the render can show in one family and not yet in another. Each
+    /// pair's histogram is written from one copy of its values.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Stopped`] as soon as `send` does, and writes nothing more.
+    pub fn write_chunks(
+        &self,
+        send: impl FnMut(Bytes) -> Result<(), Stopped>,
+    ) -> Result<(), Stopped> {
         let mut sections: Vec<Section> = self
             .registry
             .gather()
@@ -461,27 +472,24 @@ impl Metrics {
             .map(Section::Registry)
             .collect();
         // Like the registry, leave out families that have no series.
-        if !snapshot.is_empty() {
+        if !self.pairs.read().is_empty() {
             sections.extend(PAIR_FAMILIES.iter().map(Section::Pair));
         }
-        let diagnoses = self
-            .diagnoses
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if !diagnoses.is_empty() {
+        if !read_diagnoses(&self.diagnoses).is_empty() {
             sections.push(Section::Diagnosis);
         }
         sections.sort_by(|left, right| left.name().cmp(right.name()));
 
-        let mut out = String::with_capacity(snapshot.len() * TEXT_BYTES_PER_PAIR + 4096);
+        let mut out = ChunkWriter::new(send);
         for section in &sections {
             match section {
-                Section::Registry(family) => write_registry_family(&mut out, family),
-                Section::Pair(family) => write_pair_family(&mut out, family, &snapshot),
-                Section::Diagnosis => write_diagnosis_family(&mut out, &diagnoses),
+                Section::Registry(family) => write_registry_family(out.buffer(), family),
+                Section::Pair(family) => self.pairs.write_family(&mut out, family)?,
+                Section::Diagnosis => write_diagnosis_family(&mut out, &self.diagnoses)?,
             }
+            out.send_if_full()?;
         }
-        out
+        out.finish()
     }
 }
 
@@ -514,6 +522,108 @@ impl PairSeries {
             change(&mut lock(&entry.values));
         }
     }
+
+    /// Writes one per-pair family. Series sort by label values in label-name order, as the
+    /// registry sorts them: by class first where there is a class label, then monitor, then
+    /// route.
+    fn write_family<F>(
+        &self,
+        out: &mut ChunkWriter<F>,
+        (name, help, kind, family): &(&str, &str, &str, PairFamily),
+    ) -> Result<(), Stopped>
+    where
+        F: FnMut(Bytes) -> Result<(), Stopped>,
+    {
+        let _ = write!(out.buffer(), "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        match family {
+            PairFamily::Class | PairFamily::ProbesTotal => {
+                for class in classes_by_name() {
+                    self.write_each_pair(out, |buffer, labels, values| {
+                        let value = match family {
+                            PairFamily::Class => u64::from(values.last_class == Some(class)),
+                            _ => values.probes[class_index(class)],
+                        };
+                        let class = class.as_str();
+                        let _ = writeln!(buffer, "{name}{{class=\"{class}\",{labels}}} {value}");
+                    })?;
+                }
+                Ok(())
+            }
+            PairFamily::Duration => self.write_each_pair(out, |buffer, labels, values| {
+                write_duration_histogram(buffer, name, labels, values);
+            }),
+            _ => self.write_each_pair(out, |buffer, labels, values| {
+                let _ = write!(buffer, "{name}{{{labels}}} ");
+                let _ = match family {
+                    PairFamily::HttpStatus => writeln!(buffer, "{}", values.http_status),
+                    PairFamily::Interval => writeln!(buffer, "{}", values.interval),
+                    PairFamily::LastRun => writeln!(buffer, "{}", values.last_run),
+                    PairFamily::Panics => writeln!(buffer, "{}", values.panics),
+                    PairFamily::Attempts => writeln!(buffer, "{}", values.attempts),
+                    PairFamily::Ticks => writeln!(buffer, "{}", values.ticks),
+                    PairFamily::Success => {
+                        writeln!(buffer, "{}", u8::from(values.last_class == Some(Class::Ok)))
+                    }
+                    _ => writeln!(buffer, "{}", values.ticks_skipped),
+                };
+            }),
+        }
+    }
+
+    /// Calls `write_pair` with the labels and values of every pair in label order, sending
+    /// each chunk as it fills.
+    fn write_each_pair<F>(
+        &self,
+        out: &mut ChunkWriter<F>,
+        mut write_pair: impl FnMut(&mut Vec<u8>, &str, &PairValues),
+    ) -> Result<(), Stopped>
+    where
+        F: FnMut(Bytes) -> Result<(), Stopped>,
+    {
+        let mut after = None;
+        loop {
+            after = self.write_pair_batch(out, after.as_ref(), &mut write_pair);
+            out.send_if_full()?;
+            if after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Calls `write_pair` for the pairs after `after` (from the first when `None`) until the
+    /// buffer is full. Returns the (monitor, route) written last when the buffer filled up,
+    /// or `None` when no pair is left.
+    fn write_pair_batch<F>(
+        &self,
+        out: &mut ChunkWriter<F>,
+        after: Option<&(String, String)>,
+        write_pair: &mut impl FnMut(&mut Vec<u8>, &str, &PairValues),
+    ) -> Option<(String, String)>
+    where
+        F: FnMut(Bytes) -> Result<(), Stopped>,
+    {
+        let monitors = self.read();
+        let start = after.map_or(Bound::Unbounded, |(monitor, _)| {
+            Bound::Included(monitor.as_str())
+        });
+        for (monitor, routes) in monitors.range::<str, _>((start, Bound::Unbounded)) {
+            // Resume after the route the last batch stopped at. Routes are sorted by name.
+            let first_route = match after {
+                Some((after_monitor, after_route)) if after_monitor == monitor => {
+                    routes.partition_point(|(route, _)| route.as_str() <= after_route.as_str())
+                }
+                _ => 0,
+            };
+            for (route, entry) in &routes[first_route..] {
+                let values = *lock(&entry.values);
+                write_pair(out.buffer(), &entry.labels, &values);
+                if out.is_full() {
+                    return Some((monitor.clone(), route.clone()));
+                }
+            }
+        }
+        None
+    }
 }
 
 fn lock(values: &Mutex<PairValues>) -> std::sync::MutexGuard<'_, PairValues> {
@@ -542,88 +652,79 @@ impl Section {
 const DIAGNOSIS_FAMILY: &str = "routewatch_monitor_diagnosis";
 
 /// Writes the diagnosis family: 1 for each monitor's kind, 0 for its other kinds, sorted by
-/// kind and then monitor as the registry sorted them.
-fn write_diagnosis_family(out: &mut String, diagnoses: &BTreeMap<String, DiagnosisKind>) {
+/// kind and then monitor as the registry sorted them. The map is read-locked for one chunk at
+/// a time.
+fn write_diagnosis_family<F>(
+    out: &mut ChunkWriter<F>,
+    diagnoses: &RwLock<BTreeMap<String, DiagnosisKind>>,
+) -> Result<(), Stopped>
+where
+    F: FnMut(Bytes) -> Result<(), Stopped>,
+{
     let name = DIAGNOSIS_FAMILY;
     let _ = write!(
-        out,
+        out.buffer(),
         "# HELP {name} 1 for the monitor's current diagnosis, 0 for every other kind.\n\
          # TYPE {name} gauge\n"
     );
     let mut kinds = DiagnosisKind::ALL;
     kinds.sort_by_key(|kind| kind.as_str());
     for kind in kinds {
-        for (monitor, current) in diagnoses {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{}\",monitor=\"{}\"}} {}",
-                kind.as_str(),
-                escape_label_value(monitor),
-                u8::from(*current == kind)
-            );
+        let mut after: Option<String> = None;
+        loop {
+            after = write_diagnosis_batch(out, kind, &read_diagnoses(diagnoses), after.as_deref());
+            out.send_if_full()?;
+            if after.is_none() {
+                break;
+            }
         }
     }
+    Ok(())
 }
 
-fn write_registry_family(out: &mut String, family: &MetricFamily) {
-    let mut buffer = Vec::new();
+/// Writes the `kind` series of the monitors after `after` until the buffer is full. Returns
+/// the monitor written last when the buffer filled up, or `None` when no monitor is left.
+fn write_diagnosis_batch<F>(
+    out: &mut ChunkWriter<F>,
+    kind: DiagnosisKind,
+    diagnoses: &BTreeMap<String, DiagnosisKind>,
+    after: Option<&str>,
+) -> Option<String>
+where
+    F: FnMut(Bytes) -> Result<(), Stopped>,
+{
+    let name = DIAGNOSIS_FAMILY;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    for (monitor, current) in diagnoses.range::<str, _>((start, Bound::Unbounded)) {
+        let _ = writeln!(
+            out.buffer(),
+            "{name}{{kind=\"{}\",monitor=\"{}\"}} {}",
+            kind.as_str(),
+            escape_label_value(monitor),
+            u8::from(*current == kind)
+        );
+        if out.is_full() {
+            return Some(monitor.clone());
+        }
+    }
+    None
+}
+
+fn read_diagnoses(
+    diagnoses: &RwLock<BTreeMap<String, DiagnosisKind>>,
+) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, DiagnosisKind>> {
+    diagnoses
+        .read()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn write_registry_family(out: &mut Vec<u8>, family: &MetricFamily) {
     TextEncoder::new()
-        .encode(std::slice::from_ref(family), &mut buffer)
+        .encode(std::slice::from_ref(family), out)
         .expect("text encoding into a Vec cannot fail");
-    out.push_str(&String::from_utf8_lossy(&buffer));
 }
 
-/// Writes one per-pair family. Series sort by label values in label-name order, as the
-/// registry sorts them: by class first where there is a class label, then monitor, then route.
-fn write_pair_family(
-    out: &mut String,
-    (name, help, kind, family): &(&str, &str, &str, PairFamily),
-    pairs: &[(&str, PairValues)],
-) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-    match family {
-        PairFamily::Class | PairFamily::ProbesTotal => {
-            for class in classes_by_name() {
-                let index = class_index(class);
-                for (labels, values) in pairs {
-                    let value = match family {
-                        PairFamily::Class => u64::from(values.last_class == Some(class)),
-                        _ => values.probes[index],
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{name}{{class=\"{}\",{labels}}} {value}",
-                        class.as_str()
-                    );
-                }
-            }
-        }
-        PairFamily::Duration => {
-            for (labels, values) in pairs {
-                write_duration_histogram(out, name, labels, values);
-            }
-        }
-        _ => {
-            for (labels, values) in pairs {
-                let _ = write!(out, "{name}{{{labels}}} ");
-                let _ = match family {
-                    PairFamily::HttpStatus => writeln!(out, "{}", values.http_status),
-                    PairFamily::Interval => writeln!(out, "{}", values.interval),
-                    PairFamily::LastRun => writeln!(out, "{}", values.last_run),
-                    PairFamily::Panics => writeln!(out, "{}", values.panics),
-                    PairFamily::Attempts => writeln!(out, "{}", values.attempts),
-                    PairFamily::Ticks => writeln!(out, "{}", values.ticks),
-                    PairFamily::Success => {
-                        writeln!(out, "{}", u8::from(values.last_class == Some(Class::Ok)))
-                    }
-                    _ => writeln!(out, "{}", values.ticks_skipped),
-                };
-            }
-        }
-    }
-}
-
-fn write_duration_histogram(out: &mut String, name: &str, labels: &str, values: &PairValues) {
+fn write_duration_histogram(out: &mut Vec<u8>, name: &str, labels: &str, values: &PairValues) {
     let mut cumulative = 0;
     for (bound, count) in DURATION_BUCKETS.iter().zip(values.duration_buckets) {
         cumulative += count;
@@ -861,12 +962,17 @@ mod tests {
             .encode(&registry.gather(), &mut expected)
             .unwrap();
 
-        let map = diagnoses
-            .iter()
-            .map(|(monitor, kind)| (monitor.to_string(), *kind))
-            .collect();
-        let mut written = String::new();
-        write_diagnosis_family(&mut written, &map);
+        let map = RwLock::new(
+            diagnoses
+                .iter()
+                .map(|(monitor, kind)| (monitor.to_string(), *kind))
+                .collect(),
+        );
+        let written = chunk::collect_string(|send| {
+            let mut out = ChunkWriter::new(send);
+            write_diagnosis_family(&mut out, &map)?;
+            out.finish()
+        });
         assert_eq!(written, String::from_utf8(expected).unwrap());
         assert!(
             written.contains(
@@ -922,5 +1028,79 @@ mod tests {
         assert!(text.contains("routewatch_config_last_reload_successful 0\n"));
         assert!(text.contains("routewatch_config_last_reload_success_timestamp_seconds 100\n"));
         assert!(text.contains("routewatch_config_reloads_failed_total 1\n"));
+    }
+
+    #[test]
+    fn write_chunks_splits_between_whole_series() {
+        let metrics = Metrics::new();
+        let routes = ["direct", "hk-socks", "us-http"];
+        let mut diagnoses = Vec::new();
+        for index in 0..1500 {
+            let monitor = format!("monitor-{index:04}");
+            for route in routes {
+                metrics.register_pair(&monitor, route, Duration::from_secs(60));
+            }
+            diagnoses.push(Diagnosis {
+                monitor,
+                kind: DiagnosisKind::Healthy,
+                sentence: String::new(),
+            });
+        }
+        metrics.set_diagnoses(&diagnoses);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        metrics
+            .write_chunks(|chunk| {
+                chunks.push(chunk);
+                Ok(())
+            })
+            .unwrap();
+
+        assert!(chunks.len() > 100, "{} chunks", chunks.len());
+        for chunk in &chunks[..chunks.len() - 1] {
+            assert!(chunk.len() >= chunk::CHUNK_BYTES, "{}", chunk.len());
+            assert!(chunk.len() < chunk::CHUNK_BYTES + 2048, "{}", chunk.len());
+            assert_eq!(chunk.last(), Some(&b'\n'));
+        }
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let expected: Vec<String> = (0..1500)
+            .flat_map(|index| {
+                routes.map(|route| {
+                    format!(
+                        "routewatch_probe_success{{monitor=\"monitor-{index:04}\",route=\"{route}\"}} 0"
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(lines_for(&text, "routewatch_probe_success{"), expected);
+        assert_eq!(
+            lines_for(&text, "routewatch_probes_total{").len(),
+            12 * 4500
+        );
+        assert_eq!(
+            lines_for(&text, "routewatch_probe_duration_seconds_bucket{").len(),
+            10 * 4500
+        );
+        let diagnosis = lines_for(&text, "routewatch_monitor_diagnosis{");
+        assert_eq!(diagnosis.len(), 7 * 1500);
+        assert_eq!(
+            diagnosis[1500],
+            "routewatch_monitor_diagnosis{kind=\"credential_problem\",monitor=\"monitor-0000\"} 0"
+        );
+        assert_eq!(text, metrics.render());
+    }
+
+    #[test]
+    fn write_chunks_stops_when_send_stops() {
+        let metrics = Metrics::new();
+        for index in 0..500 {
+            metrics.register_pair(&format!("m{index}"), "direct", Duration::from_secs(60));
+        }
+        let mut calls = 0;
+        let result = metrics.write_chunks(|_chunk| {
+            calls += 1;
+            Err(Stopped)
+        });
+        assert_eq!(result, Err(Stopped));
+        assert_eq!(calls, 1);
     }
 }

@@ -3,24 +3,34 @@
 //! Built on hyper 1 with one task per connection. The server only reads shared state and
 //! forwards reload requests; it never blocks a probe. Request bodies are never read beyond a
 //! small limit, because no endpoint takes a body.
+//!
+//! /metrics and /status are streamed: a render on a blocking thread writes chunks of about
+//! 64 KiB into a channel of [`CHUNKS_AHEAD`] chunks that the response body reads, so memory
+//! per response stays bounded whatever the number of pairs. At most [`MAX_RENDERS`] renders
+//! run at once, and a render whose client takes no chunk for [`STALLED_CLIENT`] stops.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::chunk::Stopped;
 use crate::classify::Class;
 use crate::metrics::Metrics;
 use crate::status::{StatusFilter, StatusStore};
@@ -32,9 +42,19 @@ pub const MAX_REQUEST_BODY_BYTES: u64 = 1024;
 /// Time a client gets to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a finished render of /metrics or the unfiltered /status is served again to
-/// requests that arrive after it started.
-const RENDER_REUSE: Duration = Duration::from_secs(1);
+/// Renders of /metrics and /status that may run at once. Each takes a CPU while it runs (about
+/// 20 ms for /metrics at 10,000 pairs in a release build), so a burst of scrapers waits for a
+/// permit instead of taking every core from the probes.
+pub const MAX_RENDERS: usize = 2;
+
+/// Chunks a render may write ahead of its client, so the channel of one response buffers at
+/// most about this many times 64 KiB.
+pub const CHUNKS_AHEAD: usize = 4;
+
+/// Time a client may take no chunk of /metrics or /status before the render stops, releasing
+/// its permit. The client then gets a response cut short by an error, never a complete-looking
+/// partial document.
+pub const STALLED_CLIENT: Duration = Duration::from_secs(10);
 
 /// Time in-flight responses get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -49,6 +69,16 @@ pub enum ServerError {
         source: std::io::Error,
     },
 }
+
+/// The body of a streamed document ended early: the render stopped because the client took no
+/// chunk for [`STALLED_CLIENT`], or it panicked. hyper then closes the connection without the
+/// final chunk, so the client sees an incomplete response.
+#[derive(Debug, Error)]
+#[error("the render of the document stopped before its end")]
+pub struct RenderStopped;
+
+/// The body of every response: a whole text, or a document streamed from a render.
+pub type ResponseBody = BoxBody<Bytes, RenderStopped>;
 
 /// A reload request: the reply carries a one-line summary or the rejection.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
@@ -72,69 +102,120 @@ pub struct Server {
     web: WebConfig,
 }
 
-/// Shares one render of a large document (/metrics, the unfiltered /status) among the
-/// requests that arrive while it runs.
-///
-/// Rendering 1,000 pairs takes tens of milliseconds in a release build and over a second in
-/// a debug build, so 50 concurrent requests must not render 50 times. A request waits for
-/// the render in progress, then uses the newest render if that render started after the
-/// request arrived or finished less than [`RENDER_REUSE`] ago, or starts one itself. So under
-/// a burst the renders take at most part of one CPU and leave the rest to the probes, and
-/// no response is older than [`RENDER_REUSE`] plus one render. A config load changes the
-/// generation, and a render of an older generation is never reused, so a response after a
-/// reload always shows the reload's result.
-#[derive(Default)]
-struct SharedRender {
-    /// The newest render: its generation, when it started and finished, and its output.
-    latest: tokio::sync::Mutex<Option<Rendered>>,
+/// A piece of a streamed document. `End` follows the last chunk, so a body whose channel closes
+/// without it can tell that the document is incomplete.
+enum Piece {
+    Chunk(Bytes),
+    End,
 }
 
-struct Rendered {
-    generation: u64,
-    started: tokio::time::Instant,
-    finished: tokio::time::Instant,
-    body: Bytes,
+/// The body of a streamed document: the chunk that was awaited before the headers were sent,
+/// then the chunks of the channel until `End`.
+struct DocumentBody {
+    first: Option<Bytes>,
+    pieces: mpsc::Receiver<Piece>,
+    ended: bool,
 }
 
-impl SharedRender {
-    async fn render<F>(&self, what: &'static str, generation: u64, render: F) -> Option<Bytes>
-    where
-        F: FnOnce() -> String + Send + 'static,
-    {
-        let arrived = tokio::time::Instant::now();
-        let mut latest = self.latest.lock().await;
-        if let Some(rendered) = latest.as_ref() {
-            let fresh = rendered.started >= arrived || rendered.finished.elapsed() < RENDER_REUSE;
-            if fresh && rendered.generation == generation {
-                return Some(rendered.body.clone());
-            }
+impl Body for DocumentBody {
+    type Data = Bytes;
+    type Error = RenderStopped;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RenderStopped>>> {
+        let body = self.get_mut();
+        if let Some(first) = body.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        let started = tokio::time::Instant::now();
-        // Rendering is CPU work; a blocking thread keeps it off the workers that run probes.
-        match tokio::task::spawn_blocking(render).await {
-            Ok(text) => {
-                let body = Bytes::from(text);
-                *latest = Some(Rendered {
-                    generation,
-                    started,
-                    finished: tokio::time::Instant::now(),
-                    body: body.clone(),
-                });
-                Some(body)
-            }
-            Err(error) => {
-                tracing::error!(error = %error, document = what, "rendering failed");
-                None
-            }
+        if body.ended {
+            return Poll::Ready(None);
         }
+        match body.pieces.poll_recv(context) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Piece::Chunk(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(Some(Piece::End)) => {
+                body.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(Some(Err(RenderStopped))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.first.is_none()
     }
 }
 
-/// The shared renders of the two large documents.
-#[derive(Default)]
-struct Renders {
-    metrics: SharedRender,
-    status: SharedRender,
+/// A document renderer: writes the whole document, handing each chunk to the function it
+/// gets, and stops when that function returns [`Stopped`].
+type Render =
+    Box<dyn FnOnce(&mut dyn FnMut(Bytes) -> Result<(), Stopped>) -> Result<(), Stopped> + Send>;
+
+/// Starts `render` on a blocking thread once one of `permits` is free, and responds with its
+/// output as a stream. Responds 500 if the render fails before its first chunk.
+async fn stream_document(
+    permits: &Arc<Semaphore>,
+    document: &'static str,
+    content_type: &'static str,
+    render: Render,
+) -> Response<ResponseBody> {
+    let Ok(permit) = Arc::clone(permits).acquire_owned().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    };
+    let (sender, mut pieces) = mpsc::channel(CHUNKS_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
+    // Rendering is CPU work; a blocking thread keeps it off the workers that run probes.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let send_piece = |piece| {
+            runtime
+                .block_on(sender.send_timeout(piece, STALLED_CLIENT))
+                .map_err(|_| Stopped)
+        };
+        let mut send_chunk = |chunk| send_piece(Piece::Chunk(chunk));
+        match std::panic::catch_unwind(AssertUnwindSafe(|| render(&mut send_chunk))) {
+            Ok(Ok(())) => {
+                let _ = send_piece(Piece::End);
+            }
+            Ok(Err(Stopped)) => {
+                tracing::debug!(
+                    document,
+                    "render stopped because the client went away or stopped reading"
+                );
+            }
+            Err(_) => tracing::error!(document, "rendering failed: the render panicked"),
+        }
+    });
+
+    // The headers wait for the first chunk, so a render that fails at once gets a 500 rather
+    // than a 200 whose body breaks off.
+    let body = match pieces.recv().await {
+        Some(Piece::Chunk(first)) => DocumentBody {
+            first: Some(first),
+            pieces,
+            ended: false,
+        },
+        Some(Piece::End) => DocumentBody {
+            first: None,
+            pieces,
+            ended: true,
+        },
+        None => return text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
+    };
+    with_body(StatusCode::OK, body.boxed(), content_type)
+}
+
+/// Responds to HEAD on a streamed document with the headers that GET gets, without rendering.
+fn document_head(content_type: &'static str) -> Response<ResponseBody> {
+    let (_sender, pieces) = mpsc::channel(1);
+    let body = DocumentBody {
+        first: None,
+        pieces,
+        ended: true,
+    };
+    with_body(StatusCode::OK, body.boxed(), content_type)
 }
 
 impl Server {
@@ -163,7 +244,7 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then lets in-flight responses finish.
     pub async fn serve(self, state: AppState, shutdown: CancellationToken) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let cache = Arc::new(Renders::default());
+        let permits = Arc::new(Semaphore::new(MAX_RENDERS));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -180,12 +261,12 @@ impl Server {
             };
             let state = state.clone();
             let auth = self.web.auth.clone();
-            let cache = Arc::clone(&cache);
+            let permits = Arc::clone(&permits);
             let service = service_fn(move |request| {
                 let state = state.clone();
                 let auth = auth.clone();
-                let cache = Arc::clone(&cache);
-                async move { Ok::<_, Infallible>(guarded(&state, &auth, &cache, request).await) }
+                let permits = Arc::clone(&permits);
+                async move { Ok::<_, Infallible>(guarded(&state, &auth, &permits, request).await) }
             });
             let builder = {
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -245,9 +326,9 @@ impl Server {
 async fn guarded(
     state: &AppState,
     auth: &Auth,
-    cache: &Renders,
+    permits: &Arc<Semaphore>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let header = request
         .headers()
         .get(AUTHORIZATION)
@@ -262,14 +343,14 @@ async fn guarded(
         );
         return response;
     }
-    handle(state, cache, request).await
+    handle(state, permits, request).await
 }
 
 async fn handle(
     state: &AppState,
-    cache: &Renders,
+    permits: &Arc<Semaphore>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     if body_too_large(&request) {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
@@ -301,23 +382,13 @@ async fn handle(
     }
 
     match path {
+        "/metrics" if head_ok => document_head(METRICS_TYPE),
         "/metrics" => {
             let metrics = state.metrics.clone();
-            let generation = metrics.config_generation();
-            match cache
-                .metrics
-                .render("/metrics", generation, move || metrics.render())
-                .await
-            {
-                Some(body) => with_bytes(
-                    StatusCode::OK,
-                    body,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ),
-                None => text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
-            }
+            let render: Render = Box::new(move |send| metrics.write_chunks(send));
+            stream_document(permits, "/metrics", METRICS_TYPE, render).await
         }
-        "/status" => status(state, cache, request.uri().query()).await,
+        "/status" => status(state, permits, request.uri().query(), head_ok).await,
         "/healthz" => healthz(state),
         "/-/reload" => reload(state).await,
         _ => text(StatusCode::OK, "routewatch: see /status and /metrics\n"),
@@ -336,30 +407,26 @@ fn body_too_large(request: &Request<Incoming>) -> bool {
     declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) || chunked
 }
 
-async fn status(state: &AppState, cache: &Renders, query: Option<&str>) -> Response<Full<Bytes>> {
+async fn status(
+    state: &AppState,
+    permits: &Arc<Semaphore>,
+    query: Option<&str>,
+    head: bool,
+) -> Response<ResponseBody> {
     let filter = match parse_filter(query.unwrap_or("")) {
         Ok(filter) => filter,
         Err(message) => return text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
     };
-    let store = Arc::clone(&state.status);
-    let generation = state.metrics.config_generation();
-    let render = move || store.render_json(&filter);
-    // Only the unfiltered document is shared: it is the large one, and a filter's response
-    // belongs to that filter alone.
-    let body = if query.unwrap_or("").is_empty() {
-        cache.status.render("/status", generation, render).await
-    } else {
-        SharedRender::default()
-            .render("/status", generation, render)
-            .await
-    };
-    match body {
-        Some(body) => with_bytes(StatusCode::OK, body, "application/json"),
-        None => text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
+    if head {
+        return document_head(STATUS_TYPE);
     }
+    let store = Arc::clone(&state.status);
+    let render: Render = Box::new(move |send| store.write_json(&filter, send));
+    stream_document(permits, "/status", STATUS_TYPE, render).await
 }
 
-/// Parses `monitor=`, `route=` and `class=` filters; anything else is an error.
+/// Parses the `monitor=`, `route=` and `class=` filters and `history=`; anything else is an
+/// error. When `history=` is given several times, the last one counts.
 fn parse_filter(query: &str) -> Result<StatusFilter, String> {
     let mut filter = StatusFilter::default();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -376,9 +443,10 @@ fn parse_filter(query: &str) -> Result<StatusFilter, String> {
                 })?;
                 filter.class.push(class);
             }
+            "history" => filter.history = parse_history(&value)?,
             other => {
                 return Err(format!(
-                    "unknown filter {other:?} (filters are: monitor, route, class)"
+                    "unknown filter {other:?} (filters are: monitor, route, class, history)"
                 ));
             }
         }
@@ -386,7 +454,18 @@ fn parse_filter(query: &str) -> Result<StatusFilter, String> {
     Ok(filter)
 }
 
-fn healthz(state: &AppState) -> Response<Full<Bytes>> {
+/// Parses the number of history entries to list. A number too large for `usize` lists every
+/// kept entry, like any number above the history size.
+fn parse_history(value: &str) -> Result<usize, String> {
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(format!(
+            "invalid history {value:?} (expected a whole number of entries per pair, such as history=10)"
+        ));
+    }
+    Ok(value.parse().unwrap_or(usize::MAX))
+}
+
+fn healthz(state: &AppState) -> Response<ResponseBody> {
     if (state.health)() {
         text(StatusCode::OK, "ok\n")
     } else {
@@ -394,7 +473,7 @@ fn healthz(state: &AppState) -> Response<Full<Bytes>> {
     }
 }
 
-async fn reload(state: &AppState) -> Response<Full<Bytes>> {
+async fn reload(state: &AppState) -> Response<ResponseBody> {
     let (reply, answer) = oneshot::channel();
     if state.reload.send(reply).await.is_err() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
@@ -406,24 +485,25 @@ async fn reload(state: &AppState) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    with_type(status, body.to_owned(), "text/plain; charset=utf-8")
+/// Content type of the Prometheus text exposition.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Content type of the status document.
+const STATUS_TYPE: &str = "application/json";
+
+fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
+    let body = Full::new(Bytes::from(body.to_owned()))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    with_body(status, body, "text/plain; charset=utf-8")
 }
 
-fn with_type(
+fn with_body(
     status: StatusCode,
-    body: String,
+    body: ResponseBody,
     content_type: &'static str,
-) -> Response<Full<Bytes>> {
-    with_bytes(status, Bytes::from(body), content_type)
-}
-
-fn with_bytes(
-    status: StatusCode,
-    body: Bytes,
-    content_type: &'static str,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -464,7 +544,46 @@ mod tests {
     fn parse_filter_unknown_name_is_error() {
         assert_eq!(
             parse_filter("monitr=x").unwrap_err(),
-            "unknown filter \"monitr\" (filters are: monitor, route, class)"
+            "unknown filter \"monitr\" (filters are: monitor, route, class, history)"
         );
+    }
+
+    #[test]
+    fn parse_filter_history_defaults_to_ten() {
+        assert_eq!(parse_filter("").unwrap().history, 10);
+        assert_eq!(parse_filter("monitor=a").unwrap().history, 10);
+    }
+
+    #[test]
+    fn parse_filter_history_reads_number() {
+        assert_eq!(parse_filter("history=0").unwrap().history, 0);
+        assert_eq!(parse_filter("history=250").unwrap().history, 250);
+        assert_eq!(parse_filter("history=3&history=7").unwrap().history, 7);
+    }
+
+    #[test]
+    fn parse_filter_history_too_large_lists_all() {
+        let filter = parse_filter("history=99999999999999999999999").unwrap();
+        assert_eq!(filter.history, usize::MAX);
+    }
+
+    #[test]
+    fn parse_filter_history_not_number_is_error() {
+        for (query, value) in [
+            ("history=ten", "ten"),
+            ("history=-1", "-1"),
+            ("history=", ""),
+            ("history=1.5", "1.5"),
+            ("history=%2B3", "+3"),
+            ("history=+3", " 3"),
+        ] {
+            assert_eq!(
+                parse_filter(query).unwrap_err(),
+                format!(
+                    "invalid history {value:?} (expected a whole number of entries per pair, such as history=10)"
+                ),
+                "{query}"
+            );
+        }
     }
 }

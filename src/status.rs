@@ -4,22 +4,36 @@
 //! operator can see an intermittent failure without searching logs. The store holds only text
 //! that has already passed through redaction.
 //!
+//! Only a pair's latest record is kept in full (evidence, body snippet, body size). The ring
+//! keeps a 24-byte [`CompactRecord`] per probe, whose reason is an index into a table of
+//! reason strings shared by the whole store, so 10,000 pairs with 100 records each take about
+//! 24 MB instead of over 130 MB.
+//!
 //! Each entry also summarises its history window (counts by class, success ratio, class
 //! changes and whether the pair is flapping), shows the egress its route was last seen
-//! leaving from, and the document lists one diagnosis per monitor.
+//! leaving from, and the document lists one diagnosis per monitor. The document is written
+//! in chunks (see [`crate::chunk`]), a batch of pairs per lock.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::RwLock;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::chunk::{self, ChunkWriter, Stopped};
 use crate::classify::{Class, Verdict};
 use crate::config::DEFAULT_FLAP_THRESHOLD;
 use crate::diagnose::{self, Cell, Diagnosis};
 use crate::egress::Egress;
+
+/// History entries listed per pair when the request does not set `history=`.
+pub const DEFAULT_HISTORY_LISTED: usize = 10;
 
 /// Identifies a pair: (monitor name, route name).
 pub type PairKey = (String, String);
@@ -43,6 +57,24 @@ pub struct Record {
     pub body_truncated: bool,
     /// Requests sent for this verdict: 1, plus one per retry.
     pub attempts: u32,
+}
+
+/// One history entry as the ring stores it: what `/status` lists per history entry, in 24
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactRecord {
+    /// When the probe finished, in milliseconds since the Unix epoch (0 for earlier times).
+    checked_at_ms: u64,
+    /// Time from start to verdict, rounded to milliseconds. Saturates at about 49 days.
+    duration_ms: u32,
+    /// Index of the verdict's reason in the store's reason table.
+    reason: u32,
+    /// The HTTP status, 0 when there was no response.
+    http_status: u16,
+    /// Index of the class in [`Class::ALL`].
+    class: u8,
+    /// Requests sent for the verdict. Saturates at 255.
+    attempts: u8,
 }
 
 /// A route's egress as last seen, with when it was fetched.
@@ -85,8 +117,26 @@ pub struct PairInfo {
 #[derive(Debug)]
 struct PairState {
     info: PairInfo,
-    history: VecDeque<Record>,
+    /// The latest record in full, evidence and body snippet included.
+    latest: Option<Record>,
+    /// The last `history_size` records, the latest included, oldest first.
+    history: VecDeque<CompactRecord>,
     skipped_ticks: u64,
+}
+
+/// The pairs and the reason table, under one lock because a record needs both.
+#[derive(Debug, Default)]
+struct Pairs {
+    by_key: BTreeMap<PairKey, PairState>,
+    reasons: ReasonTable,
+}
+
+/// Reason strings by index. Reasons come from the built-in signature table and the names of
+/// user rules, so the table stays small. It only grows, by one string per reason first seen.
+#[derive(Debug, Default)]
+struct ReasonTable {
+    names: Vec<Cow<'static, str>>,
+    indexes: HashMap<Cow<'static, str>, u32>,
 }
 
 /// Thread-safe store of every pair's recent results.
@@ -94,13 +144,14 @@ struct PairState {
 pub struct StatusStore {
     history_size: usize,
     flap_threshold: AtomicUsize,
-    pairs: RwLock<BTreeMap<PairKey, PairState>>,
+    pairs: RwLock<Pairs>,
     egress: RwLock<BTreeMap<String, EgressRecord>>,
 }
 
-/// Filters of `GET /status`. An empty list matches everything; a filter given several times
-/// matches any of its values.
-#[derive(Debug, Clone, Default)]
+/// The query of `GET /status`: filters that choose pairs, and how much history to list.
+/// An empty filter list matches everything; a filter given several times matches any of its
+/// values.
+#[derive(Debug, Clone)]
 pub struct StatusFilter {
     /// Only these monitors.
     pub monitor: Vec<String>,
@@ -108,6 +159,80 @@ pub struct StatusFilter {
     pub route: Vec<String>,
     /// Only pairs whose last class is one of these.
     pub class: Vec<Class>,
+    /// History entries listed per pair, newest first; [`DEFAULT_HISTORY_LISTED`] by default.
+    /// The window summary covers the whole ring whatever this is.
+    pub history: usize,
+}
+
+impl Default for StatusFilter {
+    fn default() -> Self {
+        StatusFilter {
+            monitor: Vec::new(),
+            route: Vec::new(),
+            class: Vec::new(),
+            history: DEFAULT_HISTORY_LISTED,
+        }
+    }
+}
+
+impl CompactRecord {
+    fn new(record: &Record, reason: u32) -> Self {
+        let checked_at_ms = record
+            .checked_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        CompactRecord {
+            checked_at_ms,
+            // The same rounding as `round_millis`, so the listed duration does not change.
+            // A float to integer `as` cast saturates.
+            duration_ms: (record.duration.as_secs_f64() * 1000.0).round() as u32,
+            reason,
+            http_status: record.http_status,
+            class: class_index(record.verdict.class),
+            attempts: u8::try_from(record.attempts).unwrap_or(u8::MAX),
+        }
+    }
+
+    fn class(&self) -> Class {
+        Class::ALL[usize::from(self.class)]
+    }
+
+    fn checked_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.checked_at_ms)
+    }
+}
+
+fn class_index(class: Class) -> u8 {
+    let index = Class::ALL
+        .iter()
+        .position(|candidate| *candidate == class)
+        .expect("Class::ALL lists every class");
+    u8::try_from(index).expect("fewer than 256 classes")
+}
+
+impl ReasonTable {
+    /// Returns the index of `reason`, adding it when it is new.
+    #[expect(
+        clippy::ptr_arg,
+        reason = "a new reason is stored as a clone of the Cow, which keeps a built-in reason borrowed"
+    )]
+    fn intern(&mut self, reason: &Cow<'static, str>) -> u32 {
+        if let Some(index) = self.indexes.get(reason.as_ref()) {
+            return *index;
+        }
+        let index = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct reasons");
+        self.names.push(reason.clone());
+        self.indexes.insert(reason.clone(), index);
+        index
+    }
+
+    fn name(&self, index: u32) -> &str {
+        self.names
+            .get(index as usize)
+            .map_or("", |name| name.as_ref())
+    }
 }
 
 impl StatusStore {
@@ -116,9 +241,21 @@ impl StatusStore {
         StatusStore {
             history_size: history_size.max(1),
             flap_threshold: AtomicUsize::new(DEFAULT_FLAP_THRESHOLD),
-            pairs: RwLock::new(BTreeMap::new()),
+            pairs: RwLock::new(Pairs::default()),
             egress: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    fn read_pairs(&self) -> RwLockReadGuard<'_, Pairs> {
+        self.pairs
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write_pairs(&self) -> RwLockWriteGuard<'_, Pairs> {
+        self.pairs
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Sets how many class changes within the window a pair may have before it is flapping.
@@ -155,14 +292,12 @@ impl StatusStore {
 
     /// Diagnoses every monitor from the latest verdict of each of its pairs.
     pub fn diagnoses(&self) -> Vec<Diagnosis> {
-        let pairs = self
-            .pairs
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let pairs = self.read_pairs();
         let cells: Vec<Cell> = pairs
+            .by_key
             .iter()
             .filter_map(|((monitor, route), state)| {
-                let latest = state.history.back()?;
+                let latest = state.latest.as_ref()?;
                 Some(Cell {
                     monitor: monitor.clone(),
                     route: route.clone(),
@@ -170,6 +305,7 @@ impl StatusStore {
                 })
             })
             .collect();
+        drop(pairs);
         diagnose::diagnose(&cells, &self.egress_countries())
     }
 
@@ -186,17 +322,15 @@ impl StatusStore {
 
     /// Adds a pair, or updates its info while keeping its history.
     pub fn register_pair(&self, key: PairKey, info: PairInfo) {
-        let mut pairs = self
-            .pairs
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match pairs.get_mut(&key) {
+        let mut pairs = self.write_pairs();
+        match pairs.by_key.get_mut(&key) {
             Some(state) => state.info = info,
             None => {
-                pairs.insert(
+                pairs.by_key.insert(
                     key,
                     PairState {
                         info,
+                        latest: None,
                         history: VecDeque::new(),
                         skipped_ticks: 0,
                     },
@@ -207,96 +341,148 @@ impl StatusStore {
 
     /// Drops every pair not in `keep`, returning the dropped keys.
     pub fn retain_pairs(&self, keep: &HashSet<PairKey>) -> Vec<PairKey> {
-        let mut pairs = self
-            .pairs
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut pairs = self.write_pairs();
         let dropped: Vec<PairKey> = pairs
+            .by_key
             .keys()
             .filter(|key| !keep.contains(*key))
             .cloned()
             .collect();
         for key in &dropped {
-            pairs.remove(key);
+            pairs.by_key.remove(key);
         }
         dropped
     }
 
-    /// Appends a record and returns the class of the record before it, if any.
+    /// Appends a record and returns the class of the record before it, if any. The record is
+    /// kept in full until the next one arrives, and as a [`CompactRecord`] in the ring.
     pub fn record(&self, key: &PairKey, record: Record) -> Option<Class> {
-        let mut pairs = self
-            .pairs
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let state = pairs.get_mut(key)?;
-        let previous = state.history.back().map(|last| last.verdict.class);
-        // Only the latest record's evidence and body snippet are shown, so older records drop
-        // them: with 100 records per pair they would otherwise be most of the memory.
-        if let Some(last) = state.history.back_mut() {
-            last.verdict.evidence = String::new();
-            last.body_snippet = String::new();
-        }
+        let mut pairs = self.write_pairs();
+        let Pairs { by_key, reasons } = &mut *pairs;
+        let state = by_key.get_mut(key)?;
+        let previous = state.latest.as_ref().map(|latest| latest.verdict.class);
+
+        let compact = CompactRecord::new(&record, reasons.intern(&record.verdict.reason));
         if state.history.len() == self.history_size {
             state.history.pop_front();
         }
-        state.history.push_back(record);
+        // One exact allocation per pair: growing by doubling would leave up to half the ring
+        // unused.
+        if state.history.capacity() == 0 {
+            state.history.reserve_exact(self.history_size);
+        }
+        state.history.push_back(compact);
+        state.latest = Some(record);
         previous
     }
 
     /// Counts a tick skipped because the pair was still running.
     pub fn record_skipped_tick(&self, key: &PairKey) {
-        let mut pairs = self
-            .pairs
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(state) = pairs.get_mut(key) {
+        let mut pairs = self.write_pairs();
+        if let Some(state) = pairs.by_key.get_mut(key) {
             state.skipped_ticks += 1;
         }
     }
 
     /// Returns the latest record of a pair.
     pub fn latest(&self, key: &PairKey) -> Option<Record> {
-        let pairs = self
-            .pairs
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        pairs
-            .get(key)
-            .and_then(|state| state.history.back().cloned())
+        let pairs = self.read_pairs();
+        pairs.by_key.get(key).and_then(|state| state.latest.clone())
     }
 
-    /// Renders the status document for the pairs that pass the filter. Diagnoses always
-    /// consider every pair, and only the `monitor` filter narrows their list.
+    /// Renders the whole status document into one string (see [`StatusStore::write_json`]).
     pub fn render_json(&self, filter: &StatusFilter) -> String {
-        let diagnoses: Vec<DiagnosisEntry> = self
-            .diagnoses()
-            .into_iter()
-            .filter(|diagnosis| {
-                filter.monitor.is_empty() || filter.monitor.contains(&diagnosis.monitor)
-            })
-            .map(DiagnosisEntry::from)
-            .collect();
+        chunk::collect_string(|send| self.write_json(filter, send))
+    }
+
+    /// Writes the status document for the pairs that pass the filter, handing each chunk of
+    /// about [`chunk::CHUNK_BYTES`] to `send`. Diagnoses always consider every pair, and only
+    /// the `monitor` filter narrows their list.
+    ///
+    /// The pair map is read-locked for one batch of pairs at a time, never while `send`
+    /// runs, so probes keep recording during a slow send. A pair added or removed between
+    /// two batches is listed or left out as the map is when its batch is written.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Stopped`] as soon as `send` does, and writes nothing more.
+    pub fn write_json(
+        &self,
+        filter: &StatusFilter,
+        send: impl FnMut(Bytes) -> Result<(), Stopped>,
+    ) -> Result<(), Stopped> {
+        let mut out = ChunkWriter::new(send);
+        let buffer = out.buffer();
+        buffer.extend_from_slice(b"{\n  \"generated_at\": ");
+        write_json_value(buffer, &format_time(SystemTime::now()));
+
+        buffer.extend_from_slice(b",\n  \"diagnoses\": ");
+        let mut list = JsonList::start(buffer);
+        let diagnoses = self.diagnoses().into_iter().filter(|diagnosis| {
+            filter.monitor.is_empty() || filter.monitor.contains(&diagnosis.monitor)
+        });
+        for diagnosis in diagnoses {
+            list.push(out.buffer(), &DiagnosisEntry::from(diagnosis));
+            out.send_if_full()?;
+        }
+        list.end(out.buffer());
+
+        out.buffer().extend_from_slice(b",\n  \"pairs\": ");
+        let mut list = JsonList::start(out.buffer());
         let egress = self
             .egress
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone();
+        let mut after: Option<PairKey> = None;
+        loop {
+            after = self.write_pair_batch(filter, &egress, after.as_ref(), &mut list, &mut out);
+            out.send_if_full()?;
+            if after.is_none() {
+                break;
+            }
+        }
+        list.end(out.buffer());
+        out.buffer().extend_from_slice(b"\n}");
+        out.finish()
+    }
+
+    /// Writes the pairs after `after` (from the first when `None`) that pass the filter,
+    /// until the buffer is full. Returns the last pair written when the buffer filled up, or
+    /// `None` when no pair is left.
+    fn write_pair_batch<F>(
+        &self,
+        filter: &StatusFilter,
+        egress: &BTreeMap<String, EgressRecord>,
+        after: Option<&PairKey>,
+        list: &mut JsonList,
+        out: &mut ChunkWriter<F>,
+    ) -> Option<PairKey>
+    where
+        F: FnMut(Bytes) -> Result<(), Stopped>,
+    {
         let threshold = self.flap_threshold.load(Ordering::Relaxed);
-        let pairs = self
-            .pairs
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let entries: Vec<PairEntry<'_>> = pairs
-            .iter()
-            .filter(|(key, state)| filter.matches(key, state))
-            .map(|(key, state)| PairEntry::new(key, state, egress.get(&key.1), threshold))
-            .collect();
-        let document = StatusDocument {
-            generated_at: format_time(SystemTime::now()),
-            diagnoses,
-            pairs: entries,
-        };
-        serde_json::to_string_pretty(&document).expect("status entries serialize to JSON")
+        let pairs = self.read_pairs();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let batch = pairs
+            .by_key
+            .range::<PairKey, _>((start, Bound::Unbounded))
+            .filter(|(key, state)| filter.matches(key, state));
+        for (key, state) in batch {
+            let route_egress = egress.get(&key.1);
+            let entry = PairEntry::new(
+                (key, state),
+                &pairs.reasons,
+                filter.history,
+                route_egress,
+                threshold,
+            );
+            list.push(out.buffer(), &entry);
+            if out.is_full() {
+                return Some(key.clone());
+            }
+        }
+        None
     }
 }
 
@@ -304,18 +490,62 @@ impl StatusFilter {
     fn matches(&self, key: &PairKey, state: &PairState) -> bool {
         let monitor_ok = self.monitor.is_empty() || self.monitor.contains(&key.0);
         let route_ok = self.route.is_empty() || self.route.contains(&key.1);
-        let last_class = state.history.back().map(|last| last.verdict.class);
+        let last_class = state.latest.as_ref().map(|latest| latest.verdict.class);
         let class_ok =
             self.class.is_empty() || last_class.is_some_and(|class| self.class.contains(&class));
         monitor_ok && route_ok && class_ok
     }
 }
 
-#[derive(Serialize)]
-struct StatusDocument<'a> {
-    generated_at: String,
-    diagnoses: Vec<DiagnosisEntry>,
-    pairs: Vec<PairEntry<'a>>,
+/// Writes the items of a JSON array at the document's second level, indented as serde_json's
+/// pretty printer indents them inside the whole document.
+struct JsonList {
+    empty: bool,
+}
+
+impl JsonList {
+    fn start(buffer: &mut Vec<u8>) -> Self {
+        buffer.push(b'[');
+        JsonList { empty: true }
+    }
+
+    fn push(&mut self, buffer: &mut Vec<u8>, item: &impl Serialize) {
+        buffer.extend_from_slice(if self.empty { b"\n    " } else { b",\n    " });
+        self.empty = false;
+        serde_json::to_writer_pretty(Indented(buffer), item)
+            .expect("status entries serialize to JSON");
+    }
+
+    fn end(self, buffer: &mut Vec<u8>) {
+        if !self.empty {
+            buffer.extend_from_slice(b"\n  ");
+        }
+        buffer.push(b']');
+    }
+}
+
+/// Indents every line after the first by two levels. A JSON string never contains a raw
+/// newline, so every newline that serde_json writes is a line break of its layout.
+struct Indented<'a>(&'a mut Vec<u8>);
+
+impl io::Write for Indented<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        for (index, line) in bytes.split(|byte| *byte == b'\n').enumerate() {
+            if index > 0 {
+                self.0.extend_from_slice(b"\n    ");
+            }
+            self.0.extend_from_slice(line);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_json_value(buffer: &mut Vec<u8>, value: &impl Serialize) {
+    serde_json::to_writer(buffer, value).expect("status values serialize to JSON");
 }
 
 #[derive(Serialize)]
@@ -389,13 +619,16 @@ struct HistoryEntry<'a> {
 }
 
 impl<'a> PairEntry<'a> {
+    /// The pair's latest record, the summary of its whole ring and its `listed` newest
+    /// history entries, newest first.
     fn new(
-        key: &'a PairKey,
-        state: &'a PairState,
+        (key, state): (&'a PairKey, &'a PairState),
+        reasons: &'a ReasonTable,
+        listed: usize,
         egress: Option<&EgressRecord>,
         flap_threshold: usize,
     ) -> Self {
-        let latest = state.history.back();
+        let latest = state.latest.as_ref();
         PairEntry {
             monitor: &key.0,
             route: &key.1,
@@ -420,13 +653,14 @@ impl<'a> PairEntry<'a> {
                 .history
                 .iter()
                 .rev()
+                .take(listed)
                 .map(|record| HistoryEntry {
-                    class: record.verdict.class.as_str(),
-                    reason: record.verdict.reason.as_ref(),
+                    class: record.class().as_str(),
+                    reason: reasons.name(record.reason),
                     http_status: record.http_status,
-                    duration_seconds: round_millis(record.duration),
-                    checked_at: format_time(record.checked_at),
-                    attempts: record.attempts,
+                    duration_seconds: f64::from(record.duration_ms) / 1000.0,
+                    checked_at: format_time(record.checked_at()),
+                    attempts: u32::from(record.attempts),
                 })
                 .collect(),
         }
@@ -435,18 +669,18 @@ impl<'a> PairEntry<'a> {
 
 /// Summarises a history window, oldest record first; a pair is flapping when its class
 /// changed more than `flap_threshold` times within the window.
-pub fn summarize_window(history: &VecDeque<Record>, flap_threshold: usize) -> Window {
+fn summarize_window(history: &VecDeque<CompactRecord>, flap_threshold: usize) -> Window {
     let mut counts = BTreeMap::new();
     for record in history {
-        *counts.entry(record.verdict.class.as_str()).or_insert(0) += 1;
+        *counts.entry(record.class().as_str()).or_insert(0) += 1;
     }
 
     let mut changes = 0;
     let mut last_change_at = None;
     for (before, after) in history.iter().zip(history.iter().skip(1)) {
-        if before.verdict.class != after.verdict.class {
+        if before.class != after.class {
             changes += 1;
-            last_change_at = Some(after.checked_at);
+            last_change_at = Some(after.checked_at());
         }
     }
 
@@ -550,11 +784,11 @@ mod tests {
         assert_eq!(json["pairs"][0]["class"], serde_json::Value::Null);
     }
 
-    fn history(classes: &[Class]) -> VecDeque<Record> {
+    fn history(classes: &[Class]) -> VecDeque<CompactRecord> {
         classes
             .iter()
             .enumerate()
-            .map(|(index, class)| record(*class, 200, index as u64 + 1))
+            .map(|(index, class)| CompactRecord::new(&record(*class, 200, index as u64 + 1), 0))
             .collect()
     }
 
@@ -654,5 +888,266 @@ mod tests {
                 "flapping": true,
             })
         );
+    }
+
+    /// The store behind tests/fixtures/status/document.json: a pair with a full ring of
+    /// three, a pair with one record and a user rule's reason, and a pair never probed.
+    fn fixture_store() -> StatusStore {
+        let store = StatusStore::new(3);
+        let info = PairInfo {
+            url: "https://api.example.com/v1/models".to_owned(),
+            proxy: Some("socks5h://user@127.0.0.1:1080".to_owned()),
+            schedule: "every 30s".to_owned(),
+        };
+        store.register_pair(key("api", "direct"), PairInfo::default());
+        store.register_pair(key("api", "hk"), info);
+        store.register_pair(key("idle", "direct"), PairInfo::default());
+        for (at, class, reason) in [
+            (1, Class::Ok, "ok"),
+            (2, Class::GeoBlock, "openai.unsupported_region"),
+            (3, Class::Ok, "ok"),
+            (4, Class::GeoBlock, "openai.unsupported_region"),
+        ] {
+            let record = Record {
+                verdict: Verdict {
+                    class,
+                    reason: Cow::Borrowed(reason),
+                    evidence: format!("HTTP {at}"),
+                },
+                http_status: 403,
+                duration: Duration::from_micros(1_234_567),
+                checked_at: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456 + at),
+                body_snippet: "{\"error\":\"a\\nb\"}".to_owned(),
+                body_bytes: 17,
+                body_truncated: at == 4,
+                attempts: at as u32,
+            };
+            store.record(&key("api", "hk"), record);
+        }
+        let direct = Record {
+            verdict: Verdict {
+                class: Class::Ok,
+                reason: Cow::Owned("user-rule".to_owned()),
+                evidence: "HTTP 200".to_owned(),
+            },
+            http_status: 200,
+            duration: Duration::from_millis(42),
+            checked_at: UNIX_EPOCH + Duration::from_secs(9),
+            body_snippet: String::new(),
+            body_bytes: 0,
+            body_truncated: false,
+            attempts: 1,
+        };
+        store.record(&key("api", "direct"), direct);
+        let egress = Egress {
+            ip: "203.0.113.7".parse().unwrap(),
+            country: "HK".to_owned(),
+            colo: "HKG".to_owned(),
+        };
+        let checked_at = UNIX_EPOCH + Duration::from_secs(5);
+        store.record_egress("hk", EgressRecord { egress, checked_at });
+        store
+    }
+
+    /// Replaces the value of `generated_at`, the one field that depends on the clock.
+    fn without_generated_at(document: &str) -> String {
+        let start = document.find("\"generated_at\": \"").unwrap() + 17;
+        let end = start + document[start..].find('"').unwrap();
+        format!("{}GENERATED_AT{}", &document[..start], &document[end..])
+    }
+
+    #[test]
+    fn render_json_matches_document_fixture() {
+        // The fixture is the output of serde_json::to_string_pretty over the whole document,
+        // recorded before the document was written in chunks.
+        let expected = include_str!("../tests/fixtures/status/document.json");
+        let document = fixture_store().render_json(&StatusFilter::default());
+        assert_eq!(without_generated_at(&document), expected);
+    }
+
+    #[test]
+    fn render_json_empty_store_matches_fixture() {
+        let expected = include_str!("../tests/fixtures/status/empty.json");
+        let document = StatusStore::new(3).render_json(&StatusFilter::default());
+        assert_eq!(without_generated_at(&document), expected);
+    }
+
+    #[test]
+    fn compact_record_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<CompactRecord>(), 24);
+    }
+
+    #[test]
+    fn compact_record_keeps_listed_values() {
+        let mut full = record(Class::RateLimited, 429, 7);
+        full.duration = Duration::from_micros(1_500);
+        full.checked_at = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_987_654_321);
+        full.attempts = 3;
+        let compact = CompactRecord::new(&full, 5);
+        assert_eq!(compact.class(), Class::RateLimited);
+        assert_eq!(compact.http_status, 429);
+        assert_eq!(compact.duration_ms, 2);
+        assert_eq!(compact.reason, 5);
+        assert_eq!(compact.attempts, 3);
+        assert_eq!(
+            format_time(compact.checked_at()),
+            format_time(full.checked_at)
+        );
+        assert_eq!(
+            format_time(compact.checked_at()),
+            "2023-11-14T22:13:20.987Z"
+        );
+    }
+
+    #[test]
+    fn compact_record_saturates_attempts_and_duration() {
+        let mut full = record(Class::Timeout, 0, 1);
+        full.attempts = 300;
+        full.duration = Duration::from_secs(60 * 86_400);
+        let compact = CompactRecord::new(&full, 0);
+        assert_eq!(compact.attempts, u8::MAX);
+        assert_eq!(compact.duration_ms, u32::MAX);
+    }
+
+    #[test]
+    fn record_interns_each_reason_once() {
+        let store = StatusStore::new(5);
+        store.register_pair(key("a", "direct"), PairInfo::default());
+        store.register_pair(key("b", "direct"), PairInfo::default());
+        for at in 1..=3 {
+            store.record(&key("a", "direct"), record(Class::Ok, 200, at));
+            store.record(&key("b", "direct"), record(Class::Ok, 200, at));
+        }
+        let mut geo = record(Class::GeoBlock, 403, 4);
+        geo.verdict.reason = Cow::Owned("corp-block".to_owned());
+        store.record(&key("b", "direct"), geo);
+
+        let pairs = store.read_pairs();
+        assert_eq!(pairs.reasons.names, ["test.reason", "corp-block"]);
+        let ring = &pairs.by_key[&key("b", "direct")].history;
+        let reasons: Vec<u32> = ring.iter().map(|entry| entry.reason).collect();
+        assert_eq!(reasons, [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn record_allocates_ring_once_at_history_size() {
+        let store = StatusStore::new(100);
+        store.register_pair(key("a", "direct"), PairInfo::default());
+        for at in 1..=150 {
+            store.record(&key("a", "direct"), record(Class::Ok, 200, at));
+        }
+        let pairs = store.read_pairs();
+        let state = &pairs.by_key[&key("a", "direct")];
+        assert_eq!(state.history.len(), 100);
+        assert_eq!(state.history.capacity(), 100);
+        assert_eq!(state.history.front().unwrap().checked_at_ms, 51_000);
+        assert_eq!(state.history.back().unwrap().checked_at_ms, 150_000);
+    }
+
+    #[test]
+    fn record_keeps_evidence_of_latest_only() {
+        let store = StatusStore::new(5);
+        store.register_pair(key("a", "direct"), PairInfo::default());
+        store.record(&key("a", "direct"), record(Class::Ok, 200, 1));
+        store.record(&key("a", "direct"), record(Class::Auth, 401, 2));
+        let latest = store.latest(&key("a", "direct")).unwrap();
+        assert_eq!(latest.verdict.evidence, "HTTP 401");
+        assert_eq!(latest.body_snippet, "{}");
+        assert_eq!(latest.body_bytes, 2);
+    }
+
+    /// Returns the `checked_at` of each listed history entry and the window of the first pair.
+    fn listed_times(store: &StatusStore, history: usize) -> (Vec<String>, serde_json::Value) {
+        let filter = StatusFilter {
+            history,
+            ..StatusFilter::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&store.render_json(&filter)).unwrap();
+        let times = json["pairs"][0]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["checked_at"].as_str().unwrap().to_owned())
+            .collect();
+        (times, json["pairs"][0]["window"].clone())
+    }
+
+    #[test]
+    fn render_json_lists_newest_history_up_to_limit() {
+        let store = StatusStore::new(20);
+        store.register_pair(key("a", "direct"), PairInfo::default());
+        for at in 1..=15 {
+            let class = if at % 5 == 0 { Class::Auth } else { Class::Ok };
+            store.record(&key("a", "direct"), record(class, 200, at));
+        }
+
+        let (default, window) = listed_times(&store, DEFAULT_HISTORY_LISTED);
+        assert_eq!(default.len(), 10);
+        assert_eq!(default[0], "1970-01-01T00:00:15.000Z");
+        assert_eq!(default[9], "1970-01-01T00:00:06.000Z");
+        assert_eq!(window["size"], 15);
+        assert_eq!(window["changes"], 5);
+        assert_eq!(window["counts"], serde_json::json!({"auth": 3, "ok": 12}));
+
+        let (two, _) = listed_times(&store, 2);
+        assert_eq!(
+            two,
+            ["1970-01-01T00:00:15.000Z", "1970-01-01T00:00:14.000Z"]
+        );
+
+        let (none, window) = listed_times(&store, 0);
+        assert!(none.is_empty());
+        assert_eq!(window["size"], 15);
+
+        let (all, _) = listed_times(&store, usize::MAX);
+        assert_eq!(all.len(), 15);
+        assert_eq!(all[14], "1970-01-01T00:00:01.000Z");
+    }
+
+    #[test]
+    fn write_json_sends_chunks_that_join_to_document() {
+        let store = StatusStore::new(10);
+        for index in 0..300 {
+            let pair = key(&format!("monitor-{index:03}"), "direct");
+            store.register_pair(pair.clone(), PairInfo::default());
+            for at in 1..=10 {
+                store.record(&pair, record(Class::Ok, 200, at));
+            }
+        }
+        let mut chunks: Vec<Bytes> = Vec::new();
+        store
+            .write_json(&StatusFilter::default(), |chunk| {
+                chunks.push(chunk);
+                Ok(())
+            })
+            .unwrap();
+
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        for chunk in &chunks[..chunks.len() - 1] {
+            assert!(chunk.len() >= chunk::CHUNK_BYTES, "{}", chunk.len());
+            assert!(chunk.len() < chunk::CHUNK_BYTES + 8192, "{}", chunk.len());
+        }
+        let joined: Vec<u8> = chunks.concat();
+        let json: serde_json::Value = serde_json::from_slice(&joined).unwrap();
+        let pairs = json["pairs"].as_array().unwrap();
+        assert_eq!(pairs.len(), 300);
+        assert_eq!(pairs[299]["monitor"], "monitor-299");
+    }
+
+    #[test]
+    fn write_json_stops_when_send_stops() {
+        let store = StatusStore::new(10);
+        for index in 0..300 {
+            let pair = key(&format!("monitor-{index:03}"), "direct");
+            store.register_pair(pair.clone(), PairInfo::default());
+            store.record(&pair, record(Class::Ok, 200, 1));
+        }
+        let mut calls = 0;
+        let result = store.write_json(&StatusFilter::default(), |_chunk| {
+            calls += 1;
+            Err(Stopped)
+        });
+        assert_eq!(result, Err(Stopped));
+        assert_eq!(calls, 1);
     }
 }

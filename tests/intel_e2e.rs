@@ -312,7 +312,11 @@ monitors:
         });
     }
 
-    let document = status(&service);
+    // List the whole ring (history_size 20), not the default 10 newest entries, so the
+    // window can be checked against every entry it summarises.
+    let (code, body) = service.get("/status?history=20");
+    assert_eq!(code, 200, "GET /status?history=20: {body}");
+    let document: Value = serde_json::from_str(&body).expect("/status is JSON");
     let entry = pair(&document, "api", "direct");
     let history = entry["history"].as_array().unwrap();
     let window = &entry["window"];

@@ -407,7 +407,9 @@ fn wait_for<T>(service: &Service, what: &str, mut condition: impl FnMut() -> Opt
 }
 
 fn status_pairs(service: &Service) -> Vec<Value> {
-    let (code, body) = service.get("/status");
+    // Every kept entry (history_size is 100 in these configs), not the default 10 newest, so
+    // that a history length keeps growing while a test waits for it.
+    let (code, body) = service.get("/status?history=100");
     assert_eq!(code, 200, "{body}");
     let document: Value = serde_json::from_str(&body).unwrap();
     document["pairs"].as_array().unwrap().clone()
