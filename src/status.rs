@@ -5,7 +5,7 @@
 //! that has already passed through redaction.
 //!
 //! Only a pair's latest record is kept in full (evidence, body snippet, body size). The ring
-//! keeps a 24-byte [`CompactRecord`] per probe, whose reason is an index into a table of
+//! keeps a 16-byte [`CompactRecord`] per probe, whose reason is an index into a table of
 //! reason strings shared by the whole store, so 10,000 pairs with 100 records each take about
 //! 24 MB instead of over 130 MB.
 //!
@@ -59,16 +59,18 @@ pub struct Record {
     pub attempts: u32,
 }
 
-/// One history entry as the ring stores it: what `/status` lists per history entry, in 24
-/// bytes.
+/// One history entry as the ring stores it: what `/status` lists per history entry, in 16
+/// bytes. At 10,000 pairs with 100 entries each, the rings take 16 MB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactRecord {
-    /// When the probe finished, in milliseconds since the Unix epoch (0 for earlier times).
-    checked_at_ms: u64,
+    /// Low 32 bits of the finish time in milliseconds since the Unix epoch.
+    checked_at_low: u32,
     /// Time from start to verdict, rounded to milliseconds. Saturates at about 49 days.
     duration_ms: u32,
+    /// High 16 bits of the finish time; 48 bits of milliseconds reach the year 10889.
+    checked_at_high: u16,
     /// Index of the verdict's reason in the store's reason table.
-    reason: u32,
+    reason: u16,
     /// The HTTP status, 0 when there was no response.
     http_status: u16,
     /// Index of the class in [`Class::ALL`].
@@ -136,7 +138,7 @@ struct Pairs {
 #[derive(Debug, Default)]
 struct ReasonTable {
     names: Vec<Cow<'static, str>>,
-    indexes: HashMap<Cow<'static, str>, u32>,
+    indexes: HashMap<Cow<'static, str>, u16>,
 }
 
 /// Thread-safe store of every pair's recent results.
@@ -176,15 +178,17 @@ impl Default for StatusFilter {
 }
 
 impl CompactRecord {
-    fn new(record: &Record, reason: u32) -> Self {
+    fn new(record: &Record, reason: u16) -> Self {
         let checked_at_ms = record
             .checked_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
                 u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-            });
+            })
+            .min(MAX_CHECKED_AT_MS);
         CompactRecord {
-            checked_at_ms,
+            checked_at_low: (checked_at_ms & u64::from(u32::MAX)) as u32,
+            checked_at_high: (checked_at_ms >> 32) as u16,
             // The same rounding as `round_millis`, so the listed duration does not change.
             // A float to integer `as` cast saturates.
             duration_ms: (record.duration.as_secs_f64() * 1000.0).round() as u32,
@@ -199,10 +203,17 @@ impl CompactRecord {
         Class::ALL[usize::from(self.class)]
     }
 
+    fn checked_at_ms(&self) -> u64 {
+        (u64::from(self.checked_at_high) << 32) | u64::from(self.checked_at_low)
+    }
+
     fn checked_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.checked_at_ms)
+        UNIX_EPOCH + Duration::from_millis(self.checked_at_ms())
     }
 }
+
+/// Latest finish time a [`CompactRecord`] holds: 48 bits of milliseconds.
+const MAX_CHECKED_AT_MS: u64 = (1 << 48) - 1;
 
 fn class_index(class: Class) -> u8 {
     let index = Class::ALL
@@ -218,17 +229,21 @@ impl ReasonTable {
         clippy::ptr_arg,
         reason = "a new reason is stored as a clone of the Cow, which keeps a built-in reason borrowed"
     )]
-    fn intern(&mut self, reason: &Cow<'static, str>) -> u32 {
+    fn intern(&mut self, reason: &Cow<'static, str>) -> u16 {
         if let Some(index) = self.indexes.get(reason.as_ref()) {
             return *index;
         }
-        let index = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct reasons");
+        // NOTE: only reloads that keep renaming user rules could fill the table. A reason
+        // first seen after that is listed with the last name the table took.
+        let Ok(index) = u16::try_from(self.names.len()) else {
+            return u16::MAX;
+        };
         self.names.push(reason.clone());
         self.indexes.insert(reason.clone(), index);
         index
     }
 
-    fn name(&self, index: u32) -> &str {
+    fn name(&self, index: u16) -> &str {
         self.names
             .get(index as usize)
             .map_or("", |name| name.as_ref())
@@ -973,8 +988,8 @@ mod tests {
     }
 
     #[test]
-    fn compact_record_is_24_bytes() {
-        assert_eq!(std::mem::size_of::<CompactRecord>(), 24);
+    fn compact_record_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<CompactRecord>(), 16);
     }
 
     #[test]
@@ -1010,6 +1025,25 @@ mod tests {
     }
 
     #[test]
+    fn compact_record_saturates_time_at_48_bits() {
+        let mut full = record(Class::Ok, 200, 1);
+        full.checked_at = UNIX_EPOCH + Duration::from_millis(1 << 50);
+        let compact = CompactRecord::new(&full, 0);
+        assert_eq!(compact.checked_at_ms(), (1 << 48) - 1);
+    }
+
+    #[test]
+    fn reason_table_full_reuses_last_index() {
+        let mut table = ReasonTable::default();
+        for index in 0..=u32::from(u16::MAX) {
+            table.intern(&Cow::Owned(format!("rule-{index}")));
+        }
+        assert_eq!(table.intern(&Cow::Borrowed("rule-7")), 7);
+        assert_eq!(table.intern(&Cow::Borrowed("one-too-many")), u16::MAX);
+        assert_eq!(table.name(u16::MAX), "rule-65535");
+    }
+
+    #[test]
     fn record_interns_each_reason_once() {
         let store = StatusStore::new(5);
         store.register_pair(key("a", "direct"), PairInfo::default());
@@ -1025,7 +1059,7 @@ mod tests {
         let pairs = store.read_pairs();
         assert_eq!(pairs.reasons.names, ["test.reason", "corp-block"]);
         let ring = &pairs.by_key[&key("b", "direct")].history;
-        let reasons: Vec<u32> = ring.iter().map(|entry| entry.reason).collect();
+        let reasons: Vec<u16> = ring.iter().map(|entry| entry.reason).collect();
         assert_eq!(reasons, [0, 0, 0, 1]);
     }
 
@@ -1040,8 +1074,8 @@ mod tests {
         let state = &pairs.by_key[&key("a", "direct")];
         assert_eq!(state.history.len(), 100);
         assert_eq!(state.history.capacity(), 100);
-        assert_eq!(state.history.front().unwrap().checked_at_ms, 51_000);
-        assert_eq!(state.history.back().unwrap().checked_at_ms, 150_000);
+        assert_eq!(state.history.front().unwrap().checked_at_ms(), 51_000);
+        assert_eq!(state.history.back().unwrap().checked_at_ms(), 150_000);
     }
 
     #[test]
