@@ -12,6 +12,7 @@ use routewatch::cli::{self, Cli, Command, LogFormat};
 use routewatch::config;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {
@@ -22,6 +23,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Keeps glibc's allocator to one arena. By default every thread that allocates may get an
+/// arena of its own (up to eight per core), and memory freed in one is not reused by the
+/// others. With 10,000 pairs every 60 s, one arena took peak RSS from 65 MB to 54 MB, with
+/// the same CPU per probe at 100 probes per second (bench/run, this 2-core machine).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter. It runs before any other thread
+    // exists, and a refusal (return value 0) leaves glibc's default in place.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
