@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,8 +53,6 @@ pub struct Metrics {
     reload_successful: Gauge,
     reload_success_timestamp: Gauge,
     reloads_failed: IntCounter,
-    /// Changes with every config load; shared by every clone.
-    config_generation: Arc<AtomicU64>,
     egress_info: GaugeVec,
     egress_changes: IntCounterVec,
     diagnoses: Arc<RwLock<BTreeMap<String, DiagnosisKind>>>,
@@ -216,7 +213,6 @@ impl Metrics {
                 "Configuration reloads rejected because the new file was invalid.",
             )
             .expect("valid counter definition"),
-            config_generation: Arc::new(AtomicU64::new(0)),
             egress_info: gauge_vec(
                 "routewatch_route_egress_info",
                 "Always 1; the labels give the egress country and colo last seen on the route.",
@@ -418,15 +414,8 @@ impl Metrics {
         self.schedule_lag.observe(lag.as_secs_f64());
     }
 
-    /// Returns a number that changes with every configuration load, so that cached renders
-    /// of /metrics and /status can tell that they are out of date.
-    pub fn config_generation(&self) -> u64 {
-        self.config_generation.load(Ordering::SeqCst)
-    }
-
     /// Records the outcome of a configuration load; the success timestamp moves only on success.
     pub fn record_config_load(&self, successful: bool, at: SystemTime) {
-        self.config_generation.fetch_add(1, Ordering::SeqCst);
         if successful {
             self.reload_successful.set(1.0);
             self.reload_success_timestamp.set(unix_seconds(at));
