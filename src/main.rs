@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("routewatch: {}", describe(&error));
-            ExitCode::FAILURE
+            exit_code(&error)
         }
     }
 }
@@ -91,6 +91,23 @@ fn classify(cli: &Cli, args: &cli::ClassifyArgs, out: &mut dyn Write) -> anyhow:
 
 /// Joins an error and its causes, skipping a cause whose text the message already contains
 /// (most errors here quote their source in their own message).
+/// Returns 2 for a command line that selects nothing, as for an invalid config, so that a
+/// script can tell a typo from a probe that is not ok (1).
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    let selection = matches!(
+        error.downcast_ref::<cli::probe::ProbeCommandError>(),
+        Some(
+            cli::probe::ProbeCommandError::UnknownName { .. }
+                | cli::probe::ProbeCommandError::NothingSelected
+        )
+    );
+    if selection {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {

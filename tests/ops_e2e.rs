@@ -364,7 +364,7 @@ fn probe_json_fields_are_exact() {
 }
 
 #[test]
-fn probe_unknown_monitor_is_an_error() {
+fn probe_unknown_monitor_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         dir.path(),
@@ -376,14 +376,14 @@ fn probe_unknown_monitor_is_an_error() {
         "routewatch: unknown monitor \"nope\" (monitors are: api, gw)\n"
     );
     assert_eq!(text(&output.stdout), "");
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
 
     let output = run_clean(&["probe", "--config", &path, "--route", "hk"], &[]);
     assert_eq!(
         text(&output.stderr),
         "routewatch: unknown route \"hk\" (routes are: direct)\n"
     );
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
 }
 
 /// Time allowed for a condition on a running service to come true.
