@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use chrono::Utc;
 use futures_util::FutureExt;
 use thiserror::Error;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,9 @@ pub struct Pair {
     pub route: Arc<RouteClient>,
     /// Delay after each tick before this pair starts, so that pairs do not all fire at once.
     pub offset: Duration,
-    running: AtomicBool,
+    /// Shared with the pair it replaces when a reload changes the monitor or route, so the
+    /// pair never runs twice at once across a reload.
+    running: Arc<AtomicBool>,
 }
 
 /// The pairs, rules and limits that tick handlers read, replaced whole on reload.
@@ -124,6 +126,9 @@ pub struct Engine {
     diagnoses_stale: AtomicBool,
     weak_self: Weak<Engine>,
     egress: EgressTracker,
+    /// Wakes pairs waiting for a probe slot when a reload replaces the plan, so they wait on
+    /// the new concurrency limit instead of the old one.
+    plan_changed: Notify,
 }
 
 impl Engine {
@@ -149,6 +154,7 @@ impl Engine {
             diagnoses_stale: AtomicBool::new(false),
             weak_self: weak_self.clone(),
             egress,
+            plan_changed: Notify::new(),
         });
         engine.apply(config).await?;
         engine
@@ -175,7 +181,9 @@ impl Engine {
             .plan
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(new_plan);
+        self.plan_changed.notify_waiters();
         self.status.set_flap_threshold(config.global.flap_threshold);
+        self.status.set_history_size(config.global.history_size);
         // Traces start before the first probes so that early geo_block evidence can name
         // the egress country.
         self.egress.sync(config, &self.current_plan().redactor)?;
@@ -279,8 +287,8 @@ impl Engine {
         }
     }
 
-    /// Starts the first probe of each new pair on a fixed-period schedule after its offset,
-    /// so the first probes spread over the first period. Cron pairs wait for their first tick,
+    /// Starts the first probe of each new or changed pair on a fixed-period schedule after
+    /// its offset, so the first probes spread over the first period. Cron pairs wait for their first tick,
     /// because an extra probe would fall outside the times the operator chose.
     fn spread_first_probes(&self, old_plan: &Plan) {
         let plan = self.current_plan();
@@ -289,7 +297,7 @@ impl Engine {
             .values()
             .flatten()
             .filter(|pair| matches!(pair.monitor.schedule, Schedule::Every(_)))
-            .filter(|pair| !plan_contains(old_plan, &pair.key))
+            .filter(|pair| !plan_has_pair(old_plan, pair))
             .cloned()
             .collect();
         added.sort_by_key(|pair| pair.offset);
@@ -349,12 +357,8 @@ impl Engine {
             tracing::debug!(monitor = %pair.key.0, route = %pair.key.1, "tick skipped: previous probe still running");
             return true;
         }
-        let plan = self.current_plan();
-        let permit = tokio::select! {
-            _ = self.shutdown.cancelled() => None,
-            permit = Arc::clone(&plan.semaphore).acquire_owned() => permit.ok(),
-        };
-        let (Some(permit), Some(engine)) = (permit, self.weak_self.upgrade()) else {
+        let slot = self.wait_for_slot().await;
+        let (Some((permit, plan)), Some(engine)) = (slot, self.weak_self.upgrade()) else {
             pair.running.store(false, Ordering::SeqCst);
             return false;
         };
@@ -367,6 +371,23 @@ impl Engine {
             engine.run_pair(&pair, &plan).await;
         });
         true
+    }
+
+    /// Waits for a free slot of the current plan's concurrency limit. A reload that replaces
+    /// the plan moves the wait to the new limit. Returns `None` once the engine shuts down.
+    async fn wait_for_slot(&self) -> Option<(OwnedSemaphorePermit, Arc<Plan>)> {
+        loop {
+            // Registered before the plan is read, so a reload between the two still wakes it.
+            let changed = self.plan_changed.notified();
+            let plan = self.current_plan();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = changed => continue,
+                permit = Arc::clone(&plan.semaphore).acquire_owned() => {
+                    return permit.ok().map(|permit| (permit, plan));
+                }
+            }
+        }
     }
 
     /// Runs one probe and records it. A panic inside the probe is caught, logged and counted,
@@ -635,19 +656,18 @@ fn reuse_or_new_pair(
     offset: Duration,
 ) -> Arc<Pair> {
     let key = (monitor.name.clone(), client.name.clone());
-    let unchanged = old
+    let previous = old
         .monitors
         .get(&monitor.name)
-        .and_then(|pairs| pairs.iter().find(|pair| pair.key == key))
-        .filter(|pair| same_definition(pair, monitor, config));
-    match unchanged {
-        Some(pair) => Arc::clone(pair),
-        None => Arc::new(Pair {
+        .and_then(|pairs| pairs.iter().find(|pair| pair.key == key));
+    match previous {
+        Some(pair) if same_definition(pair, monitor, config) => Arc::clone(pair),
+        _ => Arc::new(Pair {
             key,
             monitor: Arc::clone(monitor),
             route: Arc::clone(client),
             offset,
-            running: AtomicBool::new(false),
+            running: previous.map_or_else(Arc::default, |pair| Arc::clone(&pair.running)),
         }),
     }
 }
@@ -713,10 +733,11 @@ fn plan_keys(plan: &Plan) -> HashSet<PairKey> {
         .collect()
 }
 
-fn plan_contains(plan: &Plan, key: &PairKey) -> bool {
+/// True when `plan` schedules this very pair (not only one with the same key).
+fn plan_has_pair(plan: &Plan, pair: &Arc<Pair>) -> bool {
     plan.monitors
-        .get(&key.0)
-        .is_some_and(|pairs| pairs.iter().any(|pair| pair.key == *key))
+        .get(&pair.key.0)
+        .is_some_and(|pairs| pairs.iter().any(|old| Arc::ptr_eq(old, pair)))
 }
 
 fn pair_info(pair: &Pair, redactor: &Redactor, _config: &Config) -> PairInfo {

@@ -125,3 +125,74 @@ fn first_probes_spread_over_period() {
         );
     }
 }
+
+/// Rewrites the service's config and sends SIGHUP.
+fn reload_with(service: &Service, config: &str) {
+    std::fs::write(service.config_path(), config).unwrap();
+    service.signal(libc::SIGHUP);
+}
+
+/// Polls `/status` until `monitor` has a class, for at most `limit`.
+fn wait_for_class(service: &Service, monitor: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let class = status_pairs(service)
+            .iter()
+            .find(|pair| pair["monitor"] == monitor)
+            .and_then(|pair| pair["class"].as_str().map(str::to_owned));
+        if class.is_some() {
+            return class;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn raised_concurrency_applies_on_reload() {
+    let silent = SilentListener::start();
+    let upstream =
+        Upstream::start_plain(Routes::new().route("/v1/models", Reply::json(200, MODELS)));
+    let config = |concurrency: usize| {
+        format!(
+            "global:\n  concurrency: {concurrency}\ndefaults:\n  schedule: every 1s\n  timeout: 30s\nmonitors:\n  - name: stuck-0\n    url: http://127.0.0.1:{port}/\n  - name: stuck-1\n    url: http://127.0.0.1:{port}/\n  - name: fast\n    url: {fast}\n",
+            port = silent.port(),
+            fast = upstream.url("/v1/models"),
+        )
+    };
+    let service = Service::start(&config(2));
+
+    // The two stuck probes hold both slots, so the fast pair waits.
+    assert_eq!(
+        wait_for_class(&service, "fast", Duration::from_secs(2)),
+        None
+    );
+    assert_eq!(silent.accepted(), 2);
+
+    reload_with(&service, &config(4));
+    assert_eq!(
+        wait_for_class(&service, "fast", Duration::from_secs(3)).as_deref(),
+        Some("ok"),
+        "stderr:\n{}",
+        service.stderr()
+    );
+}
+
+#[test]
+fn changed_pair_does_not_run_twice_at_once() {
+    let silent = SilentListener::start();
+    let config = |timeout: u32| {
+        format!(
+            "monitors:\n  - name: stuck\n    url: http://127.0.0.1:{}/\n    schedule: every 1s\n    timeout: {timeout}s\n",
+            silent.port()
+        )
+    };
+    let service = Service::start(&config(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(silent.accepted(), 1);
+
+    // A new timeout makes a new pair; it must wait for the old pair's probe to end.
+    reload_with(&service, &config(29));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(silent.accepted(), 1, "stderr:\n{}", service.stderr());
+}
