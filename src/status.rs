@@ -144,7 +144,7 @@ struct ReasonTable {
 /// Thread-safe store of every pair's recent results.
 #[derive(Debug)]
 pub struct StatusStore {
-    history_size: usize,
+    history_size: AtomicUsize,
     flap_threshold: AtomicUsize,
     pairs: RwLock<Pairs>,
     egress: RwLock<BTreeMap<String, EgressRecord>>,
@@ -254,7 +254,7 @@ impl StatusStore {
     /// Creates an empty store that keeps `history_size` records per pair (at least one).
     pub fn new(history_size: usize) -> Self {
         StatusStore {
-            history_size: history_size.max(1),
+            history_size: AtomicUsize::new(history_size.max(1)),
             flap_threshold: AtomicUsize::new(DEFAULT_FLAP_THRESHOLD),
             pairs: RwLock::new(Pairs::default()),
             egress: RwLock::new(BTreeMap::new()),
@@ -271,6 +271,12 @@ impl StatusStore {
         self.pairs
             .write()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Sets how many records each pair keeps (at least one). A ring resizes at its next
+    /// record: a smaller size drops its oldest records, a larger one keeps them all.
+    pub fn set_history_size(&self, size: usize) {
+        self.history_size.store(size.max(1), Ordering::Relaxed);
     }
 
     /// Sets how many class changes within the window a pair may have before it is flapping.
@@ -378,13 +384,16 @@ impl StatusStore {
         let previous = state.latest.as_ref().map(|latest| latest.verdict.class);
 
         let compact = CompactRecord::new(&record, reasons.intern(&record.verdict.reason));
-        if state.history.len() == self.history_size {
+        let size = self.history_size.load(Ordering::Relaxed);
+        while state.history.len() >= size {
             state.history.pop_front();
         }
         // One exact allocation per pair: growing by doubling would leave up to half the ring
-        // unused.
-        if state.history.capacity() == 0 {
-            state.history.reserve_exact(self.history_size);
+        // unused. A reload that changed the size resizes the ring at its next record.
+        if state.history.capacity() < size {
+            state.history.reserve_exact(size - state.history.len());
+        } else if state.history.capacity() > size {
+            state.history.shrink_to(size);
         }
         state.history.push_back(compact);
         state.latest = Some(record);
@@ -1061,6 +1070,35 @@ mod tests {
         let ring = &pairs.by_key[&key("b", "direct")].history;
         let reasons: Vec<u16> = ring.iter().map(|entry| entry.reason).collect();
         assert_eq!(reasons, [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn set_history_size_resizes_ring_at_next_record() {
+        let store = StatusStore::new(5);
+        let pair = key("a", "direct");
+        store.register_pair(pair.clone(), PairInfo::default());
+        for at in 1..=5 {
+            store.record(&pair, record(Class::Ok, 200, at));
+        }
+        let times = |store: &StatusStore| -> (Vec<u64>, usize) {
+            let pairs = store.read_pairs();
+            let ring = &pairs.by_key[&pair].history;
+            let times = ring
+                .iter()
+                .map(|entry| entry.checked_at_ms() / 1000)
+                .collect();
+            (times, ring.capacity())
+        };
+
+        store.set_history_size(2);
+        store.record(&pair, record(Class::Ok, 200, 6));
+        assert_eq!(times(&store), (vec![5, 6], 2));
+
+        store.set_history_size(4);
+        store.record(&pair, record(Class::Ok, 200, 7));
+        store.record(&pair, record(Class::Ok, 200, 8));
+        store.record(&pair, record(Class::Ok, 200, 9));
+        assert_eq!(times(&store), (vec![6, 7, 8, 9], 4));
     }
 
     #[test]
