@@ -178,7 +178,7 @@ const PAIR_FAMILIES: [(&str, &str, &str, PairFamily); 11] = [
     ),
     (
         "routewatch_ticks_skipped_total",
-        "Schedule ticks skipped because the pair's previous probe was still running.",
+        "Schedule ticks skipped because the pair's previous probe was still running or still waiting for a free probe slot (global.concurrency).",
         "counter",
         PairFamily::TicksSkipped,
     ),
