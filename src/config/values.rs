@@ -245,6 +245,14 @@ pub(super) fn parse_schedule(text: &str) -> Result<Schedule, String> {
                 "schedule \"{text}\" is shorter than 1s (use every 1s or longer)"
             ));
         }
+        // The cron scheduler counts whole seconds and would drop the fraction silently.
+        if period.subsec_nanos() != 0 {
+            let whole = period.as_secs();
+            return Err(format!(
+                "schedule \"{text}\" is not a whole number of seconds (use every {whole}s or every {}s)",
+                whole + 1
+            ));
+        }
         return Ok(Schedule::Every(period));
     }
 
@@ -468,6 +476,14 @@ mod tests {
         assert_eq!(
             parse_schedule("every 500ms").unwrap_err(),
             "schedule \"every 500ms\" is shorter than 1s (use every 1s or longer)"
+        );
+        assert_eq!(
+            parse_schedule("every 1500ms").unwrap_err(),
+            "schedule \"every 1500ms\" is not a whole number of seconds (use every 1s or every 2s)"
+        );
+        assert_eq!(
+            parse_schedule("every 2000ms").unwrap(),
+            Schedule::Every(Duration::from_secs(2))
         );
         assert_eq!(
             parse_schedule("every 10x").unwrap_err(),
