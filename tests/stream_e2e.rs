@@ -1,8 +1,9 @@
 //! Streamed documents: /metrics and /status much larger than one 64 KiB chunk arrive whole
 //! through an HTTP/1.1 client (chunked transfer coding) and an HTTP/1.0 one. `history=` limits
 //! the listed entries. A client that sends a request and never reads the response does not
-//! hold up other clients, because its render stops after 10 seconds and its response is cut
-//! short.
+//! hold up other clients, because its render gives up its slot while it waits, stops after
+//! 30 seconds and cuts its response short. Many such clients take at most the connection cap
+//! in file descriptors.
 
 mod support;
 
@@ -20,7 +21,10 @@ const ROUTES: [&str; 3] = ["direct", "r1", "r2"];
 
 /// The render of a client that takes no chunk for this long stops (the server's
 /// `STALLED_CLIENT`).
-const STALLED_CLIENT: Duration = Duration::from_secs(10);
+const STALLED_CLIENT: Duration = Duration::from_secs(30);
+
+/// Connections the service serves at once (the server's `MAX_CONNECTIONS`).
+const MAX_CONNECTIONS: usize = 256;
 
 /// Returns a config whose pairs probe a closed port once an hour, so every value the tests
 /// read is fixed.
@@ -171,18 +175,15 @@ fn stalled_client_does_not_block_others() {
     );
     assert_whole_exposition(&response.body);
 
-    // Two such clients take both renders, so another client waits until a stalled render
-    // gives up, then gets the whole document.
+    // A stalled render gives up its slot while it waits for its client, so two stalled
+    // clients leave both slots free for another client.
     let second_stalled = send_and_stall(addr, "/metrics");
     let second_sent = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let response = http_get(addr, "/metrics").unwrap();
     let waited = started.elapsed();
-    assert!(
-        waited < STALLED_CLIENT + Duration::from_secs(10),
-        "{waited:?}"
-    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert_whole_exposition(&response.body);
 
     // Once both stalled renders have given up, their responses end cut short: the
@@ -232,4 +233,35 @@ fn head_metrics_sends_headers_only() {
         "{raw}"
     );
     assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+}
+
+/// Returns the number of file descriptors that process `pid` has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn clients_never_reading_take_capped_descriptors() {
+    let service = Service::start(&config());
+    let addr = service.addr();
+    let before = open_descriptors(service.pid());
+
+    // Twice the cap of clients that request /metrics and never read: the ones beyond the cap
+    // wait in the kernel's backlog, so the service holds no descriptor for them.
+    let clients: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS)
+        .map(|_| send_and_stall(addr, "/metrics"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = open_descriptors(service.pid());
+    assert!(
+        during <= before + MAX_CONNECTIONS,
+        "{during} descriptors open, {before} before the clients connected"
+    );
+    assert!(
+        during >= before + MAX_CONNECTIONS / 2,
+        "{during} descriptors open, {before} before the clients connected"
+    );
+    drop(clients);
 }
