@@ -265,3 +265,80 @@ fn clients_never_reading_take_capped_descriptors() {
     );
     drop(clients);
 }
+
+/// Returns a config of `monitors` monitors on the three routes, probing a closed port once an
+/// hour.
+fn config_of(monitors: usize) -> String {
+    let port = closed_port();
+    let mut text = String::from("defaults:\n  schedule: every 1h\n  timeout: 2s\nroutes:\n");
+    for route in ROUTES {
+        text.push_str(&format!("  - name: {route}\n"));
+    }
+    text.push_str("monitors:\n");
+    for monitor in 0..monitors {
+        text.push_str(&format!(
+            "  - name: m{monitor:04}\n    url: http://127.0.0.1:{port}/v1/models\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_steady_reader_gets_whole_document() {
+    // 300 monitors on three routes give about 3 MB of exposition, read here at 100 KB/s for
+    // about 30 seconds. NOTE: 3 MB fits in the buffers of a socket whose send buffer Linux
+    // grows to 4 MB, so this test passes without the server's SO_SNDBUF too. Making it fail
+    // there takes a document of at least 5 MB, which is about 50 seconds at this rate.
+    const MONITORS_READ_SLOWLY: usize = 300;
+    const BYTES_PER_READ: usize = 10_000;
+    const READ_EVERY: Duration = Duration::from_millis(100);
+    let service = Service::start(&config_of(MONITORS_READ_SLOWLY));
+
+    // A small receive buffer keeps the client's kernel from taking the document in ahead of
+    // the reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket.connect(service.addr()).await.unwrap();
+    let mut stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    let raw = tokio::task::spawn_blocking(move || {
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let started = Instant::now();
+        let mut raw = Vec::new();
+        let mut buffer = vec![0; BYTES_PER_READ];
+        loop {
+            let read = stream.read(&mut buffer).unwrap();
+            if read == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buffer[..read]);
+            std::thread::sleep(READ_EVERY);
+            assert!(started.elapsed() < Duration::from_secs(120), "too slow");
+        }
+        raw
+    })
+    .await
+    .unwrap();
+
+    assert!(raw.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(raw.len() > 2_500_000, "{} bytes", raw.len());
+    assert!(
+        raw.ends_with(b"\r\n0\r\n\r\n"),
+        "the response was cut short: {} bytes, {:?}",
+        raw.len(),
+        String::from_utf8_lossy(&raw[raw.len() - 200..])
+    );
+    let last = format!(
+        "routewatch_ticks_total{{monitor=\"m{:04}\",route=\"r2\"}} ",
+        MONITORS_READ_SLOWLY - 1
+    );
+    assert!(String::from_utf8_lossy(&raw).contains(&last));
+}
