@@ -161,6 +161,7 @@ async fn status_history_parameter_limits_entries() {
 fn stalled_client_does_not_block_others() {
     let service = Service::start(&config());
     let addr = service.addr();
+    let before = open_descriptors(service.pid());
 
     // One client that never reads takes one of the two renders, so another client is served
     // at once.
@@ -186,10 +187,16 @@ fn stalled_client_does_not_block_others() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert_whole_exposition(&response.body);
 
-    // Once both stalled renders have given up, their responses end cut short: the
-    // connection closes without the last chunk.
+    // Once both stalled renders have given up, the service closes their connections although
+    // the clients read nothing, and their responses end cut short: the connection closes
+    // without the last chunk.
     let both_stopped = STALLED_CLIENT + Duration::from_secs(3);
     std::thread::sleep(both_stopped.saturating_sub(second_sent.elapsed()));
+    let after = open_descriptors(service.pid());
+    assert!(
+        after <= before,
+        "{after} descriptors open, {before} before the clients connected"
+    );
     for mut stalled in [first_stalled, second_stalled] {
         stalled
             .set_read_timeout(Some(Duration::from_secs(10)))
