@@ -11,7 +11,7 @@
 //! gives the slot up until the channel has room again, and it stops when the client takes no
 //! chunk for [`STALLED_CLIENT`]. A request that gets no slot within [`RENDER_WAIT`] gets 503.
 //!
-//! At most [`MAX_CONNECTIONS`] connections are open at once; the listener accepts no more until
+//! At most [`MAX_CONNECTIONS`] connections are open at once. The listener accepts no more until
 //! one closes, so further clients wait in the kernel's backlog and take no file descriptor.
 
 use std::convert::Infallible;
@@ -27,7 +27,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
+    WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -215,9 +216,9 @@ impl PieceSender {
     }
 }
 
-/// Starts `render` on a blocking thread once one of `permits` is free, and responds with its
-/// output as a stream. Responds 503 if no permit frees within [`RENDER_WAIT`], and 500 if the
-/// render fails before its first chunk.
+/// Starts `render` on a blocking thread once a render slot of `permits` is free, and responds
+/// with its output as a stream. Responds 503 if no slot frees within [`RENDER_WAIT`], and 500
+/// if the render fails before its first chunk.
 async fn stream_document(
     permits: &Arc<Semaphore>,
     document: &'static str,
@@ -285,7 +286,9 @@ fn busy() -> Response<ResponseBody> {
     response
 }
 
-/// Responds to HEAD on a streamed document with the headers that GET gets, without rendering.
+/// Responds to HEAD on a streamed document with the headers that GET gets, without rendering,
+/// except `transfer-encoding: chunked`, because hyper 1.13 drops that header from every
+/// response to HEAD.
 fn document_head(content_type: &'static str) -> Response<ResponseBody> {
     let (_sender, pieces) = mpsc::channel(1);
     let body = DocumentBody {
@@ -506,9 +509,7 @@ fn body_too_large(request: &Request<Incoming>) -> bool {
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    let chunked = request
-        .headers()
-        .contains_key(hyper::header::TRANSFER_ENCODING);
+    let chunked = request.headers().contains_key(TRANSFER_ENCODING);
     declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) || chunked
 }
 

@@ -216,30 +216,47 @@ fn stalled_client_does_not_block_others() {
     }
 }
 
-#[test]
-fn head_metrics_sends_headers_only() {
-    let port = closed_port();
-    let config = format!(
-        "monitors:\n  - name: m\n    url: http://127.0.0.1:{port}/v1\n    schedule: every 1h\n"
-    );
-    let service = Service::start(&config);
-    let mut stream = TcpStream::connect(service.addr()).unwrap();
+/// Sends `HEAD path` with `version` and returns the raw response.
+fn head(addr: SocketAddr, path: &str, version: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "HEAD {path} {version}\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
-    assert!(
-        raw.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
-        "{raw}"
+    raw
+}
+
+#[test]
+fn head_documents_send_headers_only() {
+    let port = closed_port();
+    let config = format!(
+        "monitors:\n  - name: m\n    url: http://127.0.0.1:{port}/v1\n    schedule: every 1h\n"
     );
-    assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+    let service = Service::start(&config);
+    for (path, content_type) in [
+        ("/metrics", "text/plain; version=0.0.4; charset=utf-8"),
+        ("/status", "application/json"),
+    ] {
+        // hyper leaves `transfer-encoding: chunked`, which GET gets over HTTP/1.1, out of any
+        // response to HEAD.
+        for version in ["HTTP/1.1", "HTTP/1.0"] {
+            let raw = head(service.addr(), path, version);
+            assert!(raw.starts_with(&format!("{version} 200 OK\r\n")), "{raw}");
+            assert!(
+                raw.contains(&format!("\r\ncontent-type: {content_type}\r\n")),
+                "{raw}"
+            );
+            assert!(!raw.contains("transfer-encoding"), "{raw}");
+            assert!(!raw.contains("content-length"), "{raw}");
+            assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+        }
+    }
 }
 
 /// Returns the number of file descriptors that process `pid` has open.
