@@ -216,17 +216,29 @@ impl PieceSender {
     }
 }
 
-/// Starts `render` on a blocking thread once a render slot of `permits` is free, and responds
-/// with its output as a stream. Responds 503 if no slot frees within [`RENDER_WAIT`], and 500
-/// if the render fails before its first chunk.
+/// The render slots and the stall signal that the requests of one connection use.
+#[derive(Clone)]
+struct Renders {
+    /// Render slots, shared by every connection.
+    permits: Arc<Semaphore>,
+    /// Cancelled when a render of this connection stops because its client went away or took
+    /// no chunk for [`STALLED_CLIENT`]. hyper notices the end of the body only after the
+    /// socket takes the chunks it has buffered, which may never happen for a client that
+    /// stopped reading, so the connection task closes the connection on this signal.
+    render_stopped: CancellationToken,
+}
+
+/// Starts `render` on a blocking thread once a render slot is free, and responds with its
+/// output as a stream. Responds 503 if no slot frees within [`RENDER_WAIT`], and 500 if the
+/// render fails before its first chunk.
 async fn stream_document(
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     document: &'static str,
     content_type: &'static str,
     render: Render,
 ) -> Response<ResponseBody> {
-    let permit = match tokio::time::timeout(RENDER_WAIT, Arc::clone(permits).acquire_owned()).await
-    {
+    let slot = Arc::clone(&renders.permits).acquire_owned();
+    let permit = match tokio::time::timeout(RENDER_WAIT, slot).await {
         Ok(Ok(permit)) => permit,
         Ok(Err(_closed)) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         Err(_elapsed) => {
@@ -238,9 +250,10 @@ async fn stream_document(
     let mut piece_sender = PieceSender {
         sender,
         runtime: tokio::runtime::Handle::current(),
-        permits: Arc::clone(permits),
+        permits: Arc::clone(&renders.permits),
         permit: Some(permit),
     };
+    let render_stopped = renders.render_stopped.clone();
     // Rendering is CPU work; a blocking thread keeps it off the workers that run probes.
     tokio::task::spawn_blocking(move || {
         let mut send_chunk = |chunk| piece_sender.send_chunk(chunk);
@@ -251,7 +264,10 @@ async fn stream_document(
                     document,
                     "render stopped because the client went away or stopped reading"
                 );
+                render_stopped.cancel();
             }
+            // The connection stays open here, so that a panic before the first chunk still
+            // gets its 500.
             Err(_) => tracing::error!(document, "rendering failed: the render panicked"),
         }
     });
@@ -367,12 +383,16 @@ impl Server {
             };
             let state = state.clone();
             let auth = self.web.auth.clone();
-            let permits = Arc::clone(&permits);
+            let render_stopped = CancellationToken::new();
+            let renders = Renders {
+                permits: Arc::clone(&permits),
+                render_stopped: render_stopped.clone(),
+            };
             let service = service_fn(move |request| {
                 let state = state.clone();
                 let auth = auth.clone();
-                let permits = Arc::clone(&permits);
-                async move { Ok::<_, Infallible>(guarded(&state, &auth, &permits, request).await) }
+                let renders = renders.clone();
+                async move { Ok::<_, Infallible>(guarded(&state, &auth, &renders, request).await) }
             });
             let builder = {
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -386,9 +406,7 @@ impl Server {
                     graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     let _connection_slot = connection_slot;
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
+                    serve_until_render_stops(connection, render_stopped).await;
                 });
                 continue;
             };
@@ -415,9 +433,7 @@ impl Server {
                 };
                 let connection =
                     watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                if let Err(error) = connection.await {
-                    tracing::debug!(error = %error, "connection ended with an error");
-                }
+                serve_until_render_stops(connection, render_stopped).await;
             });
         }
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -429,12 +445,30 @@ impl Server {
     }
 }
 
+/// Serves one connection until it ends, or closes it when one of its renders stops (see
+/// [`Renders::render_stopped`]).
+async fn serve_until_render_stops<F>(connection: F, render_stopped: CancellationToken)
+where
+    F: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        }
+        _ = render_stopped.cancelled() => {
+            tracing::debug!("connection closed because its render stopped");
+        }
+    }
+}
+
 /// Checks credentials, then handles the request. `/healthz` needs none (see
 /// [`crate::web_config`] for why).
 async fn guarded(
     state: &AppState,
     auth: &Auth,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let header = request
@@ -451,12 +485,12 @@ async fn guarded(
         );
         return response;
     }
-    handle(state, permits, request).await
+    handle(state, renders, request).await
 }
 
 async fn handle(
     state: &AppState,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if body_too_large(&request) {
@@ -494,9 +528,9 @@ async fn handle(
         "/metrics" => {
             let metrics = state.metrics.clone();
             let render: Render = Box::new(move |send| metrics.write_chunks(send));
-            stream_document(permits, "/metrics", METRICS_TYPE, render).await
+            stream_document(renders, "/metrics", METRICS_TYPE, render).await
         }
-        "/status" => status(state, permits, request.uri().query(), head_ok).await,
+        "/status" => status(state, renders, request.uri().query(), head_ok).await,
         "/healthz" => healthz(state),
         "/-/reload" => reload(state).await,
         _ => text(StatusCode::OK, "routewatch: see /status and /metrics\n"),
@@ -515,7 +549,7 @@ fn body_too_large(request: &Request<Incoming>) -> bool {
 
 async fn status(
     state: &AppState,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     query: Option<&str>,
     head: bool,
 ) -> Response<ResponseBody> {
@@ -528,7 +562,7 @@ async fn status(
     }
     let store = Arc::clone(&state.status);
     let render: Render = Box::new(move |send| store.write_json(&filter, send));
-    stream_document(permits, "/status", STATUS_TYPE, render).await
+    stream_document(renders, "/status", STATUS_TYPE, render).await
 }
 
 /// Parses the `monitor=`, `route=` and `class=` filters and `history=`; anything else is an
@@ -634,9 +668,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stream_document_busy_after_render_wait() {
-        let permits = Arc::new(Semaphore::new(0));
+        let renders = Renders {
+            permits: Arc::new(Semaphore::new(0)),
+            render_stopped: CancellationToken::new(),
+        };
         let started = std::time::Instant::now();
-        let response = stream_document(&permits, "/metrics", METRICS_TYPE, render_chunks(1)).await;
+        let response = stream_document(&renders, "/metrics", METRICS_TYPE, render_chunks(1)).await;
         assert!(started.elapsed() >= RENDER_WAIT, "{:?}", started.elapsed());
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
@@ -647,8 +684,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stream_document_frees_slot_while_client_behind() {
         let permits = Arc::new(Semaphore::new(1));
+        let renders = Renders {
+            permits: Arc::clone(&permits),
+            render_stopped: CancellationToken::new(),
+        };
         let response = stream_document(
-            &permits,
+            &renders,
             "/metrics",
             METRICS_TYPE,
             render_chunks(CHUNKS_AHEAD + 3),
