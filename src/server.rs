@@ -7,7 +7,12 @@
 //! /metrics and /status are streamed: a render on a blocking thread writes chunks of about
 //! 64 KiB into a channel of [`CHUNKS_AHEAD`] chunks that the response body reads, so memory
 //! per response stays bounded whatever the number of pairs. At most [`MAX_RENDERS`] renders
-//! run at once, and a render whose client takes no chunk for [`STALLED_CLIENT`] stops.
+//! run at once. A render keeps its slot only while it writes. When its client is behind, it
+//! gives the slot up until the channel has room again, and it stops when the client takes no
+//! chunk for [`STALLED_CLIENT`]. A request that gets no slot within [`RENDER_WAIT`] gets 503.
+//!
+//! At most [`MAX_CONNECTIONS`] connections are open at once. The listener accepts no more until
+//! one closes, so further clients wait in the kernel's backlog and take no file descriptor.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,13 +26,17 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
+    WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Stopped;
@@ -47,14 +56,28 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// permit instead of taking every core from the probes.
 pub const MAX_RENDERS: usize = 2;
 
+/// Time a request for /metrics or /status waits for a render slot before it gets 503.
+pub const RENDER_WAIT: Duration = Duration::from_secs(5);
+
+/// Connections served at once. Each takes a file descriptor, so the cap keeps clients that
+/// never read (or never close) from using up the descriptors that probes need.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// `SO_SNDBUF` of accepted connections (Linux doubles it for its own bookkeeping). Without it,
+/// Linux grows the buffer to megabytes, and a slow client frees space in it so rarely that a
+/// render waits longer than [`STALLED_CLIENT`] for room in its channel although the client
+/// keeps reading.
+const SEND_BUFFER_BYTES: u32 = 256 * 1024;
+
 /// Chunks a render may write ahead of its client, so the channel of one response buffers at
 /// most about this many times 64 KiB.
 pub const CHUNKS_AHEAD: usize = 4;
 
-/// Time a client may take no chunk of /metrics or /status before the render stops, releasing
-/// its permit. The client then gets a response cut short by an error, never a complete-looking
-/// partial document.
-pub const STALLED_CLIENT: Duration = Duration::from_secs(10);
+/// Time a client may take no chunk of /metrics or /status before the render stops. An HTTP/1.1
+/// client then gets a response cut short by an error, never a complete-looking partial
+/// document. An HTTP/1.0 response has no chunked coding, so there the cut looks like a normal
+/// end of the body.
+pub const STALLED_CLIENT: Duration = Duration::from_secs(30);
 
 /// Time in-flight responses get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -153,38 +176,98 @@ impl Body for DocumentBody {
 type Render =
     Box<dyn FnOnce(&mut dyn FnMut(Bytes) -> Result<(), Stopped>) -> Result<(), Stopped> + Send>;
 
-/// Starts `render` on a blocking thread once one of `permits` is free, and responds with its
-/// output as a stream. Responds 500 if the render fails before its first chunk.
+/// The sending end of a render: hands pieces to the response body and holds the render slot
+/// only while the render writes.
+struct PieceSender {
+    sender: mpsc::Sender<Piece>,
+    runtime: tokio::runtime::Handle,
+    permits: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl PieceSender {
+    /// Sends one chunk. When the channel is full, gives the render slot up while it waits for
+    /// room (at most [`STALLED_CLIENT`]), so a slow client holds up no other render, and takes
+    /// a slot again before the render goes on.
+    fn send_chunk(&mut self, chunk: Bytes) -> Result<(), Stopped> {
+        let piece = match self.sender.try_send(Piece::Chunk(chunk)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Stopped),
+            Err(TrySendError::Full(piece)) => piece,
+        };
+        self.permit = None;
+        self.runtime
+            .block_on(self.sender.send_timeout(piece, STALLED_CLIENT))
+            .map_err(|_| Stopped)?;
+        let permit = self
+            .runtime
+            .block_on(Arc::clone(&self.permits).acquire_owned())
+            .map_err(|_| Stopped)?;
+        self.permit = Some(permit);
+        Ok(())
+    }
+
+    /// Marks the end of the document, without a render slot since nothing is left to render.
+    fn send_end(mut self) {
+        self.permit = None;
+        let _ = self
+            .runtime
+            .block_on(self.sender.send_timeout(Piece::End, STALLED_CLIENT));
+    }
+}
+
+/// The render slots and the stall signal that the requests of one connection use.
+#[derive(Clone)]
+struct Renders {
+    /// Render slots, shared by every connection.
+    permits: Arc<Semaphore>,
+    /// Cancelled when a render of this connection stops because its client went away or took
+    /// no chunk for [`STALLED_CLIENT`]. hyper notices the end of the body only after the
+    /// socket takes the chunks it has buffered, which may never happen for a client that
+    /// stopped reading, so the connection task closes the connection on this signal.
+    render_stopped: CancellationToken,
+}
+
+/// Starts `render` on a blocking thread once a render slot is free, and responds with its
+/// output as a stream. Responds 503 if no slot frees within [`RENDER_WAIT`], and 500 if the
+/// render fails before its first chunk.
 async fn stream_document(
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     document: &'static str,
     content_type: &'static str,
     render: Render,
 ) -> Response<ResponseBody> {
-    let Ok(permit) = Arc::clone(permits).acquire_owned().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    let slot = Arc::clone(&renders.permits).acquire_owned();
+    let permit = match tokio::time::timeout(RENDER_WAIT, slot).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_closed)) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        Err(_elapsed) => {
+            tracing::debug!(document, "no render slot freed in time, responding 503");
+            return busy();
+        }
     };
     let (sender, mut pieces) = mpsc::channel(CHUNKS_AHEAD);
-    let runtime = tokio::runtime::Handle::current();
+    let mut piece_sender = PieceSender {
+        sender,
+        runtime: tokio::runtime::Handle::current(),
+        permits: Arc::clone(&renders.permits),
+        permit: Some(permit),
+    };
+    let render_stopped = renders.render_stopped.clone();
     // Rendering is CPU work; a blocking thread keeps it off the workers that run probes.
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let send_piece = |piece| {
-            runtime
-                .block_on(sender.send_timeout(piece, STALLED_CLIENT))
-                .map_err(|_| Stopped)
-        };
-        let mut send_chunk = |chunk| send_piece(Piece::Chunk(chunk));
+        let mut send_chunk = |chunk| piece_sender.send_chunk(chunk);
         match std::panic::catch_unwind(AssertUnwindSafe(|| render(&mut send_chunk))) {
-            Ok(Ok(())) => {
-                let _ = send_piece(Piece::End);
-            }
+            Ok(Ok(())) => piece_sender.send_end(),
             Ok(Err(Stopped)) => {
                 tracing::debug!(
                     document,
                     "render stopped because the client went away or stopped reading"
                 );
+                render_stopped.cancel();
             }
+            // The connection stays open here, so that a panic before the first chunk still
+            // gets its 500.
             Err(_) => tracing::error!(document, "rendering failed: the render panicked"),
         }
     });
@@ -207,7 +290,21 @@ async fn stream_document(
     with_body(StatusCode::OK, body.boxed(), content_type)
 }
 
-/// Responds to HEAD on a streamed document with the headers that GET gets, without rendering.
+/// Responds 503 to a request that found every render slot taken for [`RENDER_WAIT`].
+fn busy() -> Response<ResponseBody> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("busy: {MAX_RENDERS} renders in progress, retry later\n"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, "1".parse().expect("static header value"));
+    response
+}
+
+/// Responds to HEAD on a streamed document with the headers that GET gets, without rendering,
+/// except `transfer-encoding: chunked`, because hyper 1.13 drops that header from every
+/// response to HEAD.
 fn document_head(content_type: &'static str) -> Response<ResponseBody> {
     let (_sender, pieces) = mpsc::channel(1);
     let body = DocumentBody {
@@ -218,12 +315,27 @@ fn document_head(content_type: &'static str) -> Response<ResponseBody> {
     with_body(StatusCode::OK, body.boxed(), content_type)
 }
 
+/// Connections the kernel queues while every connection slot is taken.
+const BACKLOG: u32 = 1024;
+
+/// Binds a listener whose accepted connections get [`SEND_BUFFER_BYTES`] as their send
+/// buffer (Linux copies `SO_SNDBUF` from the listening socket to the sockets it accepts).
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
 impl Server {
     /// Binds the listen address.
     pub async fn bind(address: SocketAddr) -> Result<Server, ServerError> {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::Bind { address, source })?;
+        let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;
         Ok(Server {
             listener,
             web: WebConfig::default(),
@@ -245,7 +357,17 @@ impl Server {
     pub async fn serve(self, state: AppState, shutdown: CancellationToken) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(MAX_RENDERS));
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
+            // Take a connection slot before accepting, so clients beyond the cap wait in the
+            // kernel's backlog and hold no file descriptor of this process.
+            let connection_slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = Arc::clone(&connections).acquire_owned() => slot,
+            };
+            let Ok(connection_slot) = connection_slot else {
+                break;
+            };
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
@@ -261,12 +383,16 @@ impl Server {
             };
             let state = state.clone();
             let auth = self.web.auth.clone();
-            let permits = Arc::clone(&permits);
+            let render_stopped = CancellationToken::new();
+            let renders = Renders {
+                permits: Arc::clone(&permits),
+                render_stopped: render_stopped.clone(),
+            };
             let service = service_fn(move |request| {
                 let state = state.clone();
                 let auth = auth.clone();
-                let permits = Arc::clone(&permits);
-                async move { Ok::<_, Infallible>(guarded(&state, &auth, &permits, request).await) }
+                let renders = renders.clone();
+                async move { Ok::<_, Infallible>(guarded(&state, &auth, &renders, request).await) }
             });
             let builder = {
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -279,14 +405,14 @@ impl Server {
                 let connection =
                     graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
+                    let _connection_slot = connection_slot;
+                    serve_until_render_stops(connection, render_stopped).await;
                 });
                 continue;
             };
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                let _connection_slot = connection_slot;
                 // A client that stalls the handshake gets the same budget as one that stalls
                 // its headers.
                 let stream = match tokio::time::timeout(
@@ -307,9 +433,7 @@ impl Server {
                 };
                 let connection =
                     watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                if let Err(error) = connection.await {
-                    tracing::debug!(error = %error, "connection ended with an error");
-                }
+                serve_until_render_stops(connection, render_stopped).await;
             });
         }
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -321,12 +445,30 @@ impl Server {
     }
 }
 
+/// Serves one connection until it ends, or closes it when one of its renders stops (see
+/// [`Renders::render_stopped`]).
+async fn serve_until_render_stops<F>(connection: F, render_stopped: CancellationToken)
+where
+    F: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        }
+        _ = render_stopped.cancelled() => {
+            tracing::debug!("connection closed because its render stopped");
+        }
+    }
+}
+
 /// Checks credentials, then handles the request. `/healthz` needs none (see
 /// [`crate::web_config`] for why).
 async fn guarded(
     state: &AppState,
     auth: &Auth,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let header = request
@@ -343,12 +485,12 @@ async fn guarded(
         );
         return response;
     }
-    handle(state, permits, request).await
+    handle(state, renders, request).await
 }
 
 async fn handle(
     state: &AppState,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if body_too_large(&request) {
@@ -386,9 +528,9 @@ async fn handle(
         "/metrics" => {
             let metrics = state.metrics.clone();
             let render: Render = Box::new(move |send| metrics.write_chunks(send));
-            stream_document(permits, "/metrics", METRICS_TYPE, render).await
+            stream_document(renders, "/metrics", METRICS_TYPE, render).await
         }
-        "/status" => status(state, permits, request.uri().query(), head_ok).await,
+        "/status" => status(state, renders, request.uri().query(), head_ok).await,
         "/healthz" => healthz(state),
         "/-/reload" => reload(state).await,
         _ => text(StatusCode::OK, "routewatch: see /status and /metrics\n"),
@@ -401,15 +543,13 @@ fn body_too_large(request: &Request<Incoming>) -> bool {
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    let chunked = request
-        .headers()
-        .contains_key(hyper::header::TRANSFER_ENCODING);
+    let chunked = request.headers().contains_key(TRANSFER_ENCODING);
     declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) || chunked
 }
 
 async fn status(
     state: &AppState,
-    permits: &Arc<Semaphore>,
+    renders: &Renders,
     query: Option<&str>,
     head: bool,
 ) -> Response<ResponseBody> {
@@ -422,7 +562,7 @@ async fn status(
     }
     let store = Arc::clone(&state.status);
     let render: Render = Box::new(move |send| store.write_json(&filter, send));
-    stream_document(permits, "/status", STATUS_TYPE, render).await
+    stream_document(renders, "/status", STATUS_TYPE, render).await
 }
 
 /// Parses the `monitor=`, `route=` and `class=` filters and `history=`; anything else is an
@@ -515,6 +655,64 @@ fn with_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Returns a render that sends `chunks` chunks of one byte.
+    fn render_chunks(chunks: usize) -> Render {
+        Box::new(move |send| {
+            for _ in 0..chunks {
+                send(Bytes::from_static(b"x"))?;
+            }
+            Ok(())
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_document_busy_after_render_wait() {
+        let renders = Renders {
+            permits: Arc::new(Semaphore::new(0)),
+            render_stopped: CancellationToken::new(),
+        };
+        let started = std::time::Instant::now();
+        let response = stream_document(&renders, "/metrics", METRICS_TYPE, render_chunks(1)).await;
+        assert!(started.elapsed() >= RENDER_WAIT, "{:?}", started.elapsed());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "busy: 2 renders in progress, retry later\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_document_frees_slot_while_client_behind() {
+        let permits = Arc::new(Semaphore::new(1));
+        let renders = Renders {
+            permits: Arc::clone(&permits),
+            render_stopped: CancellationToken::new(),
+        };
+        let response = stream_document(
+            &renders,
+            "/metrics",
+            METRICS_TYPE,
+            render_chunks(CHUNKS_AHEAD + 3),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+
+        // Nobody reads the body, so the render fills the channel and waits for room without
+        // its slot.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while permits.available_permits() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot stayed taken"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Reading the body lets the render take a slot again and finish the document.
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), CHUNKS_AHEAD + 3);
+        assert_eq!(permits.available_permits(), 1);
+    }
 
     #[test]
     fn parse_filter_reads_all_three() {
