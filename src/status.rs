@@ -7,7 +7,7 @@
 //! Only a pair's latest record is kept in full (evidence, body snippet, body size). The ring
 //! keeps a 16-byte [`CompactRecord`] per probe, whose reason is an index into a table of
 //! reason strings shared by the whole store, so 10,000 pairs with 100 records each take about
-//! 24 MB instead of over 130 MB.
+//! 16 MB instead of over 130 MB.
 //!
 //! Each entry also summarises its history window (counts by class, success ratio, class
 //! changes and whether the pair is flapping), shows the egress its route was last seen
