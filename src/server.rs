@@ -52,8 +52,8 @@ pub const MAX_REQUEST_BODY_BYTES: u64 = 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Renders of /metrics and /status that may run at once. Each takes a CPU while it runs (about
-/// 20 ms for /metrics at 10,000 pairs in a release build), so a burst of scrapers waits for a
-/// permit instead of taking every core from the probes.
+/// 120 ms for /metrics at 10,000 pairs in a release build, measured with bench/run), so a
+/// burst of scrapers waits for a permit instead of taking every core from the probes.
 pub const MAX_RENDERS: usize = 2;
 
 /// Time a request for /metrics or /status waits for a render slot before it gets 503.
@@ -176,7 +176,7 @@ impl Body for DocumentBody {
 type Render =
     Box<dyn FnOnce(&mut dyn FnMut(Bytes) -> Result<(), Stopped>) -> Result<(), Stopped> + Send>;
 
-/// The sending end of a render: hands pieces to the response body and holds the render slot
+/// The sending end of a render: hands pieces to the response body and keeps the render slot
 /// only while the render writes.
 struct PieceSender {
     sender: mpsc::Sender<Piece>,
@@ -360,7 +360,7 @@ impl Server {
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             // Take a connection slot before accepting, so clients beyond the cap wait in the
-            // kernel's backlog and hold no file descriptor of this process.
+            // kernel's backlog and use no file descriptor of this process.
             let connection_slot = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 slot = Arc::clone(&connections).acquire_owned() => slot,
@@ -697,7 +697,7 @@ mod tests {
         .await;
         assert_eq!(response.status(), StatusCode::OK);
 
-        // Nobody reads the body, so the render fills the channel and waits for room without
+        // The test reads no body, so the render fills the channel and waits for room without
         // its slot.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while permits.available_permits() == 0 {

@@ -212,7 +212,7 @@ impl CompactRecord {
     }
 }
 
-/// Latest finish time a [`CompactRecord`] holds: 48 bits of milliseconds.
+/// Latest finish time a [`CompactRecord`] can store: 48 bits of milliseconds.
 const MAX_CHECKED_AT_MS: u64 = (1 << 48) - 1;
 
 fn class_index(class: Class) -> u8 {
@@ -914,8 +914,8 @@ mod tests {
         );
     }
 
-    /// The store behind tests/fixtures/status/document.json: a pair with a full ring of
-    /// three, a pair with one record and a user rule's reason, and a pair never probed.
+    /// Builds the store behind tests/fixtures/status/document.json: a pair with a full ring
+    /// of three, a pair with one record and a user rule's reason, and a pair never probed.
     fn fixture_store() -> StatusStore {
         let store = StatusStore::new(3);
         let info = PairInfo {
@@ -926,6 +926,7 @@ mod tests {
         store.register_pair(key("api", "direct"), PairInfo::default());
         store.register_pair(key("api", "hk"), info);
         store.register_pair(key("idle", "direct"), PairInfo::default());
+
         for (at, class, reason) in [
             (1, Class::Ok, "ok"),
             (2, Class::GeoBlock, "openai.unsupported_region"),
@@ -948,6 +949,7 @@ mod tests {
             };
             store.record(&key("api", "hk"), record);
         }
+
         let direct = Record {
             verdict: Verdict {
                 class: Class::Ok,
@@ -963,6 +965,7 @@ mod tests {
             attempts: 1,
         };
         store.record(&key("api", "direct"), direct);
+
         let egress = Egress {
             ip: "203.0.113.7".parse().unwrap(),
             country: "HK".to_owned(),

@@ -29,18 +29,7 @@ const MAX_CONNECTIONS: usize = 256;
 /// Returns a config whose pairs probe a closed port once an hour, so every value the tests
 /// read is fixed.
 fn config() -> String {
-    let port = closed_port();
-    let mut text = String::from("defaults:\n  schedule: every 1h\n  timeout: 2s\nroutes:\n");
-    for route in ROUTES {
-        text.push_str(&format!("  - name: {route}\n"));
-    }
-    text.push_str("monitors:\n");
-    for monitor in 0..MONITORS {
-        text.push_str(&format!(
-            "  - name: m{monitor:04}\n    url: http://127.0.0.1:{port}/v1/models\n"
-        ));
-    }
-    text
+    config_of(MONITORS)
 }
 
 fn client() -> reqwest::Client {
@@ -297,7 +286,7 @@ fn clients_never_reading_take_capped_descriptors() {
     let before = open_descriptors(service.pid());
 
     // Twice the cap of clients that request /metrics and never read: the ones beyond the cap
-    // wait in the kernel's backlog, so the service holds no descriptor for them.
+    // wait in the kernel's backlog, so the service uses no descriptor for them.
     let clients: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS)
         .map(|_| send_and_stall(addr, "/metrics"))
         .collect();
